@@ -1,0 +1,27 @@
+"""contrastkit: contrastive representation learning for PyTorch.
+
+The public surface: :mod:`contrastkit.losses` (``nn.Module`` losses), :mod:`contrastkit.functional`
+(the same objectives as functions), :mod:`contrastkit.similarity`, :mod:`contrastkit.pairing`.
+"""
+
+from contrastkit import functional, losses
+from contrastkit._validation import set_finite_checks
+from contrastkit.losses import InfoNCE, NTXent, SigLIP, SupCon
+from contrastkit.pairing import Pairing
+from contrastkit.similarity import LogitScale, similarity_matrix
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "functional",
+    "losses",
+    "InfoNCE",
+    "NTXent",
+    "SupCon",
+    "SigLIP",
+    "Pairing",
+    "LogitScale",
+    "similarity_matrix",
+    "set_finite_checks",
+    "__version__",
+]

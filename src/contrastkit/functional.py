@@ -1,0 +1,380 @@
+"""Functional forms of contrastkit's objectives (as ``torch.nn.functional`` is to ``torch.nn``).
+
+Every function validates its arguments up front, never modifies them, accumulates in float32
+under bfloat16/float16 inputs and computes log-sum-exps with a running maximum, so temperatures
+down to 0.01 neither overflow nor underflow.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+from contrastkit._validation import (
+    check_choice,
+    check_embeddings,
+    check_finite_scalar,
+    check_labels,
+    check_matrix,
+    check_positive_scalar,
+    check_same_dim,
+)
+from contrastkit.engine import select_engine
+from contrastkit.objectives.infonce import VARIANTS, InfoNCESpec
+from contrastkit.pairing import Pairing
+from contrastkit.similarity import SIMILARITIES
+
+__all__ = ["info_nce", "nt_xent", "supcon", "siglip", "build_pairing"]
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def build_pairing(
+    num_queries: int,
+    num_keys: int,
+    device: torch.device,
+    *,
+    labels: Tensor | None = None,
+    key_labels: Tensor | None = None,
+    positives: Tensor | None = None,
+    exclude: Tensor | None = None,
+    exclude_self: bool = False,
+) -> Pairing:
+    """The :class:`Pairing` that the keyword arguments of the losses describe.
+
+    ``positives`` (a ``(B, N)`` bool mask or float weights) wins over labels; labels over the
+    diagonal.  ``key_labels`` defaults to ``labels`` (query ``i`` and key ``i`` share a label).
+    """
+    if positives is not None and (labels is not None or key_labels is not None):
+        raise ValueError("pass either positives= or labels=/key_labels=, not both")
+    if exclude is not None:
+        exclude = check_matrix("exclude", exclude, (num_queries, num_keys), device)
+        if exclude.dtype != torch.bool:
+            raise TypeError(f"exclude must be a bool tensor, got dtype {exclude.dtype}")
+    if positives is not None:
+        check_matrix("positives", positives, (num_queries, num_keys), device)
+        return Pairing.from_matrix(positives, exclude=exclude, exclude_self=exclude_self)
+    if labels is not None or key_labels is not None:
+        if labels is None:
+            raise ValueError("key_labels= needs labels= for the queries")
+        labels = check_labels("labels", labels, num_queries, device)
+        if key_labels is None:
+            if num_keys != num_queries:
+                raise ValueError(
+                    f"labels has {num_queries} entries but there are {num_keys} keys; "
+                    "pass key_labels= for the keys"
+                )
+            key_labels = labels
+        key_labels = check_labels("key_labels", key_labels, num_keys, device)
+        return Pairing.from_labels(labels, key_labels, exclude=exclude, exclude_self=exclude_self)
+    if exclude_self:
+        raise ValueError(
+            "queries and keys are the same set, so the diagonal pairs are self-pairs: "
+            "pass labels= or positives= to say which rows are positives"
+        )
+    if num_keys < num_queries:
+        raise ValueError(
+            f"query has {num_queries} rows but key has {num_keys}: diagonal pairing needs "
+            "key rows >= query rows; pass labels= or positives= otherwise"
+        )
+    return Pairing.diagonal(num_queries, num_keys, exclude=exclude, device=device)
+
+
+def _scale_from_temperature(temperature: float | Tensor) -> float | Tensor:
+    check_positive_scalar("temperature", temperature)
+    if isinstance(temperature, Tensor):
+        return 1.0 / temperature.reshape(())
+    return 1.0 / float(temperature)
+
+
+def _reduce(rows: list[tuple[Tensor, Tensor]], reduction: str, what: str) -> Tensor:
+    if reduction == "none":
+        return torch.cat([loss for loss, _ in rows])
+    totals = []
+    for loss, valid in rows:
+        count = valid.sum()
+        if int(count) == 0:
+            raise ValueError(
+                f"no {what} row has both a positive and a negative: check labels/positives "
+                "(rows without a positive are left out of the mean, but at least one is needed)"
+            )
+        totals.append(loss.sum() / count if reduction == "mean" else loss.sum())
+    return sum(totals) / len(totals)
+
+
+def info_nce(
+    query: Tensor,
+    key: Tensor | None = None,
+    *,
+    labels: Tensor | None = None,
+    key_labels: Tensor | None = None,
+    positives: Tensor | None = None,
+    exclude: Tensor | None = None,
+    negatives: Tensor | None = None,
+    temperature: float | Tensor = 0.07,
+    similarity: str = "cosine",
+    variant: str = "out",
+    symmetric: bool = False,
+    decoupled: bool = False,
+    margin: float = 0.0,
+    reduction: str = "mean",
+    engine: str = "auto",
+) -> Tensor:
+    r"""InfoNCE with one or many positives (van den Oord et al. 2018; CLIP, Radford et al. 2021;
+    SupCon, Khosla et al. 2020; DCL, Yeh et al. 2022).
+
+    For query :math:`i`, logits :math:`l_{ij} = (s(q_i, k_j) - m\,[w_{ij} > 0]) / \tau`, positive
+    weights :math:`w_{ij}` and denominator set :math:`A(i)` (keys not excluded, minus the
+    positives if ``decoupled``, plus the extra ``negatives``)::
+
+        out:  L_i = -sum_j w_ij (l_ij - log sum_{a in A(i)} exp l_ia) / sum_j w_ij
+        in:   L_i = -log( sum_j w_ij exp(l_ij) / sum_j w_ij ) + log sum_{a in A(i)} exp l_ia
+
+    The loss is the mean of :math:`L_i` over rows that have a positive; ``symmetric=True``
+    averages it with the same loss of the keys against the queries (CLIP).
+
+    Args:
+        query: ``(B, D)`` embeddings.
+        key: ``(N, D)`` embeddings; ``None`` means the queries are also the keys, and the
+            self-pairs ``(i, i)`` are excluded (then ``labels=`` or ``positives=`` is required).
+        labels: ``(B,)`` integer classes: query ``i`` and key ``j`` are positives iff labels are
+            equal; keys take ``key_labels`` (``(N,)``), by default the same ``labels``.
+        positives: ``(B, N)`` bool mask or float (soft) weights of the positive pairs.
+            Without labels/positives, query ``i`` and key ``i`` are the positive pair.
+        exclude: ``(B, N)`` bool mask of pairs removed from the positives and the denominator.
+        negatives: extra negatives, per query ``(B, K, D)`` or shared by all queries ``(M, D)``;
+            used in the query->key direction only.
+        temperature: :math:`\tau > 0`, a float or a scalar tensor (learnable).
+        similarity: ``"cosine"`` (inputs normalised inside), ``"dot"`` or ``"neg_sq_euclidean"``.
+        variant: ``"out"`` (mean of log-probabilities over positives) or ``"in"``.
+        symmetric: average both directions (query->key and key->query).
+        decoupled: remove the positives from the denominator (Decoupled Contrastive Learning).
+        margin: additive margin :math:`m` subtracted from positive similarities (AM-softmax).
+        reduction: ``"mean"`` (over rows with a positive), ``"sum"``, or ``"none"`` for the
+            per-row losses (``(B,)``, or ``(B + N,)`` when symmetric; rows with no positive give 0).
+        engine: ``"auto"``, ``"dense"``, ``"streaming"`` or ``"fused"``.
+
+    Returns:
+        The scalar loss in float32 (float64 for float64 inputs), or per-row losses.
+
+    Example:
+        >>> import torch
+        >>> from contrastkit.functional import info_nce
+        >>> q, k = torch.randn(8, 32), torch.randn(8, 32)
+        >>> loss = info_nce(q, k, temperature=0.1, symmetric=True)
+        >>> loss.shape
+        torch.Size([])
+    """
+    query = check_embeddings("query", query)
+    same_set = key is None
+    key = query if same_set else check_embeddings("key", key)
+    check_same_dim(("query", "key"), (query, key))
+    check_choice("similarity", similarity, SIMILARITIES)
+    check_choice("variant", variant, VARIANTS)
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_finite_scalar("margin", margin)
+    scale = _scale_from_temperature(temperature)
+    pairing = build_pairing(
+        query.shape[0],
+        key.shape[0],
+        query.device,
+        labels=labels,
+        key_labels=key_labels,
+        positives=positives,
+        exclude=exclude,
+        exclude_self=same_set,
+    )
+    per_query, shared = _split_negatives(negatives, query)
+    spec = InfoNCESpec(similarity=similarity, variant=variant, decoupled=decoupled, margin=margin)
+    eng = select_engine(engine, query, key)
+    rows = eng.infonce_rows(
+        query, key, pairing, scale, spec, per_query, shared, both_directions=symmetric
+    )
+    return _reduce(rows, reduction, "query" if not symmetric else "query or key")
+
+
+def _split_negatives(negatives: Tensor | None, query: Tensor) -> tuple[Tensor | None, ...]:
+    if negatives is None:
+        return None, None
+    if not isinstance(negatives, Tensor):
+        raise TypeError(f"negatives must be a torch.Tensor, got {type(negatives).__name__}")
+    if negatives.dim() == 3:
+        negatives = check_embeddings("negatives", negatives, ndim=3)
+        if negatives.shape[0] != query.shape[0]:
+            raise ValueError(
+                f"negatives (B, K, D) must have B = {query.shape[0]} (the query rows), "
+                f"got shape {tuple(negatives.shape)}"
+            )
+        check_same_dim(("query", "negatives"), (query, negatives))
+        return negatives, None
+    if negatives.dim() == 2:
+        negatives = check_embeddings("negatives", negatives)
+        check_same_dim(("query", "negatives"), (query, negatives))
+        return None, negatives
+    raise ValueError(
+        f"negatives must be (B, K, D) per query or (M, D) shared, got {tuple(negatives.shape)}"
+    )
+
+
+def nt_xent(
+    *views: Tensor,
+    temperature: float | Tensor = 0.5,
+    similarity: str = "cosine",
+    engine: str = "auto",
+) -> Tensor:
+    r"""NT-Xent, SimCLR's loss (Chen et al. 2020), over two or more views.
+
+    With two views of ``N`` samples, the ``2N`` embeddings ``z`` are all anchors; anchor ``a``'s
+    positive ``p(a)`` is the other view of its sample and its denominator is every other
+    embedding::
+
+        L = 1/(2N) sum_a -log( exp(s(z_a, z_p(a))/tau) / sum_{b != a} exp(s(z_a, z_b)/tau) )
+
+    With ``V > 2`` views the loss is the mean of the two-view loss over every pair of views
+    (the "full graph" of CMC, Tian et al. 2020).
+
+    Args:
+        views: two or more ``(N, D)`` tensors; row ``n`` of every view is the same sample.
+        temperature: :math:`\tau > 0`.
+        similarity: as in :func:`info_nce`.
+
+    Example:
+        >>> import torch
+        >>> z1, z2 = torch.randn(16, 32), torch.randn(16, 32)
+        >>> nt_xent(z1, z2, temperature=0.5).shape
+        torch.Size([])
+    """
+    if len(views) < 2:
+        raise ValueError(f"nt_xent needs at least 2 views, got {len(views)}")
+    views = tuple(check_embeddings(f"views[{i}]", v) for i, v in enumerate(views))
+    n = views[0].shape[0]
+    for i, v in enumerate(views):
+        if v.shape[0] != n:
+            raise ValueError(f"views[{i}] has {v.shape[0]} rows but views[0] has {n}")
+    check_same_dim([f"views[{i}]" for i in range(len(views))], views)
+    sample = torch.arange(n, device=views[0].device).repeat(2)
+    losses = [
+        info_nce(
+            torch.cat([a, b]),
+            labels=sample,
+            temperature=temperature,
+            similarity=similarity,
+            engine=engine,
+        )
+        for a, b in itertools.combinations(views, 2)
+    ]
+    return torch.stack(losses).mean()
+
+
+def supcon(
+    features: Tensor,
+    labels: Tensor | None = None,
+    *,
+    temperature: float | Tensor = 0.1,
+    variant: str = "out",
+    similarity: str = "cosine",
+    engine: str = "auto",
+) -> Tensor:
+    r"""Supervised contrastive loss (Khosla et al. 2020), ``L^sup_out`` or ``L^sup_in``.
+
+    All ``B * V`` embeddings are anchors; the positives ``P(a)`` of anchor ``a`` are the other
+    embeddings with its label, ``A(a)`` every embedding but ``a``::
+
+        out: L = sum_a -1/|P(a)| sum_{p in P(a)} log( exp(z_a.z_p/tau) / sum_{b in A(a)} exp(z_a.z_b/tau) )
+        in:  L = sum_a -log( 1/|P(a)| sum_{p in P(a)} exp(z_a.z_p/tau) / sum_{b in A(a)} exp(z_a.z_b/tau) )
+
+    averaged over anchors.  ``labels=None`` makes each sample its own class (SimCLR).  Anchors with
+    no positive (a class seen once, with one view) are left out of the mean; a ``ValueError`` is
+    raised if no anchor has a positive.
+
+    Args:
+        features: ``(B, V, D)`` embeddings, ``V`` views per sample (``(B, D)`` means ``V = 1``).
+        labels: ``(B,)`` integer classes, or ``None``.
+        temperature: :math:`\tau > 0`.
+        variant: ``"out"`` (the paper's recommendation) or ``"in"``.
+
+    Example:
+        >>> import torch
+        >>> f = torch.randn(8, 2, 16)
+        >>> supcon(f, torch.tensor([0, 1, 0, 1, 2, 2, 3, 3])).shape
+        torch.Size([])
+    """
+    if isinstance(features, Tensor) and features.dim() == 2:
+        features = features[:, None, :]
+    features = check_embeddings("features", features, ndim=3)
+    b, v, _ = features.shape
+    if labels is None:
+        labels = torch.arange(b, device=features.device)
+    labels = check_labels("labels", labels, b, features.device)
+    z = features.transpose(0, 1).reshape(v * b, -1)
+    return info_nce(
+        z,
+        labels=labels.repeat(v),
+        temperature=temperature,
+        variant=variant,
+        similarity=similarity,
+        engine=engine,
+    )
+
+
+def siglip(
+    query: Tensor,
+    key: Tensor,
+    *,
+    scale: float | Tensor = 10.0,
+    bias: float | Tensor = -10.0,
+    labels: Tensor | None = None,
+    key_labels: Tensor | None = None,
+    positives: Tensor | None = None,
+    exclude: Tensor | None = None,
+    similarity: str = "cosine",
+    engine: str = "auto",
+) -> Tensor:
+    r"""The pairwise sigmoid loss of SigLIP (Zhai et al. 2023).
+
+    With logit scale :math:`t`, bias :math:`b`, and :math:`z_{ij} = +1` for positive pairs (the
+    diagonal by default) and :math:`-1` otherwise::
+
+        L = -1/B sum_i sum_j log sigmoid( z_ij (t s(q_i, k_j) + b) )
+
+    Float ``positives`` in ``[0, 1]`` are soft targets :math:`y`: the term becomes the binary
+    cross-entropy :math:`-[y \log\sigma(x) + (1-y)\log\sigma(-x)]`.
+
+    Args:
+        query, key: ``(B, D)`` and ``(N, D)`` embeddings.
+        scale: :math:`t` (a float or a scalar tensor; SigLIP learns it as ``log t``).
+        bias: :math:`b`.
+        labels, key_labels, positives, exclude: the pairing, as in :func:`info_nce`.
+
+    Example:
+        >>> import torch
+        >>> siglip(torch.randn(8, 16), torch.randn(8, 16)).shape
+        torch.Size([])
+    """
+    query = check_embeddings("query", query)
+    key = check_embeddings("key", key)
+    check_same_dim(("query", "key"), (query, key))
+    check_choice("similarity", similarity, SIMILARITIES)
+    check_positive_scalar("scale", scale)
+    check_finite_scalar("bias", bias)
+    if positives is not None and positives.is_floating_point():
+        if bool((positives > 1).any()):
+            raise ValueError("positives (soft targets) for the sigmoid loss must lie in [0, 1]")
+    pairing = build_pairing(
+        query.shape[0],
+        key.shape[0],
+        query.device,
+        labels=labels,
+        key_labels=key_labels,
+        positives=positives,
+        exclude=exclude,
+    )
+    if isinstance(scale, Tensor):
+        scale = scale.reshape(())
+    if isinstance(bias, Tensor):
+        bias = bias.reshape(())
+    eng = select_engine(engine, query, key)
+    rows = eng.sigmoid_rows(query, key, pairing, scale, bias, similarity)
+    return rows.sum() / query.shape[0]

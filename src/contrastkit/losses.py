@@ -1,0 +1,247 @@
+"""``nn.Module`` losses: thin wrappers that hold configuration and learnable parameters and
+call :mod:`contrastkit.functional`.
+
+=====================  =============================  ==========================================
+loss                   inputs                         paper
+=====================  =============================  ==========================================
+:class:`InfoNCE`       ``query (B,D), key (N,D)``     van den Oord 2018; CLIP (Radford 2021)
+:class:`NTXent`        ``z1, z2, ... (N,D)``          SimCLR (Chen 2020); CMC (Tian 2020)
+:class:`SupCon`        ``features (B,V,D), labels``   Khosla 2020
+:class:`SigLIP`        ``query (B,D), key (N,D)``     Zhai 2023
+=====================  =============================  ==========================================
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit import functional as CF
+from contrastkit._validation import check_choice
+from contrastkit.engine import ENGINE_NAMES
+from contrastkit.objectives.infonce import VARIANTS
+from contrastkit.similarity import SIMILARITIES, LogitScale
+
+__all__ = ["InfoNCE", "NTXent", "SupCon", "SigLIP"]
+
+
+class InfoNCE(nn.Module):
+    r"""InfoNCE / CLIP loss with one or many positives (see :func:`contrastkit.functional.info_nce`
+    for the equation).
+
+    ``loss(query, key)`` takes query ``i`` and key ``i`` as the positive pair;
+    ``loss(query, key, labels=y)`` makes every pair with equal labels positive ("out": mean over a
+    row's positives, then over rows); ``loss(query, key, negatives=n)`` adds hard negatives
+    (``(B, K, D)`` per query or ``(M, D)`` shared); ``loss(x, labels=y)`` contrasts a set with
+    itself, self-pairs excluded.
+
+    Args:
+        temperature: initial :math:`\tau` (0.07 as in CLIP and MoCo).
+        symmetric: average query->key and key->query (CLIP).
+        learnable_temperature: learn :math:`\log(1/\tau)` as the parameter ``logit_scale``,
+            clamped to ``max_scale`` (100).
+        similarity, variant, decoupled, margin, engine: see the functional form.
+
+    Example:
+        >>> import torch
+        >>> from contrastkit.losses import InfoNCE
+        >>> loss_fn = InfoNCE(temperature=0.07, symmetric=True, learnable_temperature=True)
+        >>> image, text = torch.randn(32, 64), torch.randn(32, 64)
+        >>> loss = loss_fn(image, text)
+        >>> loss.backward()
+        >>> loss_fn.logit_scale.logit_scale.grad is not None
+        True
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        symmetric: bool = False,
+        learnable_temperature: bool = False,
+        *,
+        similarity: str = "cosine",
+        variant: str = "out",
+        decoupled: bool = False,
+        margin: float = 0.0,
+        max_scale: float = 100.0,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.logit_scale = LogitScale(temperature, learnable_temperature, max_scale)
+        self.symmetric = bool(symmetric)
+        self.similarity = check_choice("similarity", similarity, SIMILARITIES)
+        self.variant = check_choice("variant", variant, VARIANTS)
+        self.decoupled = bool(decoupled)
+        self.margin = float(margin)
+        self.engine = check_choice("engine", engine, ENGINE_NAMES)
+
+    @property
+    def temperature(self) -> float | Tensor:
+        """The current temperature (a differentiable tensor when learnable)."""
+        scale = self.logit_scale()
+        return 1.0 / scale
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        *,
+        labels: Tensor | None = None,
+        key_labels: Tensor | None = None,
+        positives: Tensor | None = None,
+        exclude: Tensor | None = None,
+        negatives: Tensor | None = None,
+    ) -> Tensor:
+        return CF.info_nce(
+            query,
+            key,
+            labels=labels,
+            key_labels=key_labels,
+            positives=positives,
+            exclude=exclude,
+            negatives=negatives,
+            temperature=self.temperature,
+            similarity=self.similarity,
+            variant=self.variant,
+            symmetric=self.symmetric,
+            decoupled=self.decoupled,
+            margin=self.margin,
+            engine=self.engine,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"symmetric={self.symmetric}, similarity={self.similarity!r}, "
+            f"variant={self.variant!r}, decoupled={self.decoupled}, margin={self.margin}"
+        )
+
+
+class NTXent(nn.Module):
+    r"""NT-Xent (SimCLR) over two or more views; see :func:`contrastkit.functional.nt_xent`.
+
+    Example:
+        >>> import torch
+        >>> from contrastkit.losses import NTXent
+        >>> z1, z2 = torch.randn(16, 32), torch.randn(16, 32)
+        >>> NTXent(temperature=0.5)(z1, z2).shape
+        torch.Size([])
+    """
+
+    def __init__(
+        self, temperature: float = 0.5, *, similarity: str = "cosine", engine: str = "auto"
+    ) -> None:
+        super().__init__()
+        self.logit_scale = LogitScale(temperature)
+        self.similarity = check_choice("similarity", similarity, SIMILARITIES)
+        self.engine = check_choice("engine", engine, ENGINE_NAMES)
+
+    def forward(self, *views: Tensor) -> Tensor:
+        return CF.nt_xent(
+            *views,
+            temperature=self.logit_scale.temperature,
+            similarity=self.similarity,
+            engine=self.engine,
+        )
+
+
+class SupCon(nn.Module):
+    r"""Supervised contrastive loss; see :func:`contrastkit.functional.supcon`.
+
+    Example:
+        >>> import torch
+        >>> from contrastkit.losses import SupCon
+        >>> features = torch.randn(8, 2, 16)            # 8 samples, 2 views
+        >>> labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+        >>> SupCon(temperature=0.1)(features, labels).shape
+        torch.Size([])
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        variant: str = "out",
+        *,
+        similarity: str = "cosine",
+        engine: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.logit_scale = LogitScale(temperature)
+        self.variant = check_choice("variant", variant, VARIANTS)
+        self.similarity = check_choice("similarity", similarity, SIMILARITIES)
+        self.engine = check_choice("engine", engine, ENGINE_NAMES)
+
+    def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
+        return CF.supcon(
+            features,
+            labels,
+            temperature=self.logit_scale.temperature,
+            variant=self.variant,
+            similarity=self.similarity,
+            engine=self.engine,
+        )
+
+
+class SigLIP(nn.Module):
+    r"""Pairwise sigmoid loss with learnable scale and bias; see
+    :func:`contrastkit.functional.siglip`.
+
+    The scale is learned as ``log_scale`` (:math:`t = e^{\text{log\_scale}}`, initialised to
+    ``init_scale = 10``) and the bias as ``bias`` (initialised to ``-10``), as in the paper.
+
+    Example:
+        >>> import torch
+        >>> from contrastkit.losses import SigLIP
+        >>> loss_fn = SigLIP()
+        >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
+        >>> loss.backward()
+        >>> loss_fn.bias.grad is not None
+        True
+    """
+
+    def __init__(
+        self,
+        init_scale: float = 10.0,
+        init_bias: float = -10.0,
+        learnable: bool = True,
+        *,
+        similarity: str = "cosine",
+        engine: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not init_scale > 0:
+            raise ValueError(f"init_scale must be > 0, got {init_scale}")
+        log_scale = torch.tensor(math.log(init_scale))
+        bias = torch.tensor(float(init_bias))
+        if learnable:
+            self.log_scale = nn.Parameter(log_scale)
+            self.bias = nn.Parameter(bias)
+        else:
+            self.register_buffer("log_scale", log_scale)
+            self.register_buffer("bias", bias)
+        self.similarity = check_choice("similarity", similarity, SIMILARITIES)
+        self.engine = check_choice("engine", engine, ENGINE_NAMES)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        *,
+        labels: Tensor | None = None,
+        key_labels: Tensor | None = None,
+        positives: Tensor | None = None,
+        exclude: Tensor | None = None,
+    ) -> Tensor:
+        return CF.siglip(
+            query,
+            key,
+            scale=self.log_scale.exp(),
+            bias=self.bias,
+            labels=labels,
+            key_labels=key_labels,
+            positives=positives,
+            exclude=exclude,
+            similarity=self.similarity,
+            engine=self.engine,
+        )

@@ -1,0 +1,1 @@
+"""Objective families: how a row of logits and its pairing become a number."""

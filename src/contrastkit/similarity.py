@@ -1,0 +1,110 @@
+"""How two embeddings compare, and the temperature that scales the comparison.
+
+``similarity`` names accepted everywhere:
+
+- ``"cosine"`` (default): ``s(q, k) = <q/|q|, k/|k|>``; inputs are L2-normalised inside the loss.
+- ``"dot"``: ``s(q, k) = <q, k>``.
+- ``"neg_sq_euclidean"``: ``s(q, k) = -|q - k|^2``.
+
+Logits are ``s(q, k) / temperature``. A learnable temperature is stored as a log logit scale,
+``logit_scale = log(1 / temperature)``, and clamped to ``max_scale`` (100, as CLIP does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SIMILARITIES = ("cosine", "dot", "neg_sq_euclidean")
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half/bfloat16/float32 inputs, float64 for float64: the accumulation type."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def prepare(x: Tensor, similarity: str) -> Tensor:
+    """Cast to the accumulation dtype and, for cosine, L2-normalise the last dimension."""
+    x = x.to(compute_dtype(x.dtype))
+    if similarity == "cosine":
+        x = F.normalize(x, dim=-1, eps=1e-12)
+    return x
+
+
+def pairwise_similarity(query: Tensor, key: Tensor, similarity: str) -> Tensor:
+    """``(B, D) x (N, D) -> (B, N)`` similarities of prepared (see :func:`prepare`) inputs."""
+    if similarity in ("cosine", "dot"):
+        return query @ key.T
+    if similarity == "neg_sq_euclidean":
+        sq = (query * query).sum(-1, keepdim=True) + (key * key).sum(-1)[None, :]
+        return -(sq - 2.0 * (query @ key.T))
+    raise ValueError(f"similarity must be one of {list(SIMILARITIES)}, got {similarity!r}")
+
+
+def rowwise_similarity(query: Tensor, candidates: Tensor, similarity: str) -> Tensor:
+    """``(B, D) x (B, K, D) -> (B, K)``: each query against its own candidates (prepared inputs)."""
+    if similarity in ("cosine", "dot"):
+        return torch.einsum("bd,bkd->bk", query, candidates)
+    if similarity == "neg_sq_euclidean":
+        return -((query[:, None, :] - candidates) ** 2).sum(-1)
+    raise ValueError(f"similarity must be one of {list(SIMILARITIES)}, got {similarity!r}")
+
+
+def similarity_matrix(query: Tensor, key: Tensor, similarity: str = "cosine") -> Tensor:
+    """Public helper: the ``(B, N)`` similarity matrix in the accumulation dtype.
+
+    Example:
+        >>> import torch
+        >>> s = similarity_matrix(torch.randn(4, 8), torch.randn(5, 8))
+        >>> s.shape
+        torch.Size([4, 5])
+    """
+    return pairwise_similarity(prepare(query, similarity), prepare(key, similarity), similarity)
+
+
+class LogitScale(nn.Module):
+    """A temperature, fixed or learnable, exposed as the logit scale ``1 / temperature``.
+
+    Learnable: the parameter is ``log(1/temperature)`` (CLIP, Radford et al. 2021) and the scale
+    used is ``exp(min(logit_scale, log(max_scale)))``, so that the clamp never lets logits grow
+    past ``max_scale`` times the similarity.
+
+    Example:
+        >>> ls = LogitScale(0.07, learnable=True)
+        >>> round(float(ls()), 3)
+        14.286
+        >>> LogitScale(0.5)()
+        2.0
+    """
+
+    def __init__(
+        self, temperature: float = 0.07, learnable: bool = False, max_scale: float = 100.0
+    ):
+        super().__init__()
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
+            raise TypeError(f"temperature must be a float, got {type(temperature).__name__}")
+        if not temperature > 0 or math.isinf(temperature):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+        if not max_scale > 0:
+            raise ValueError(f"max_scale must be > 0, got {max_scale}")
+        self.learnable = bool(learnable)
+        self.max_scale = float(max_scale)
+        self._fixed_scale = 1.0 / float(temperature)
+        if self.learnable:
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    def forward(self) -> float | Tensor:
+        """The current scale: a python float when fixed, a differentiable scalar when learnable."""
+        if self.learnable:
+            return self.logit_scale.clamp(max=math.log(self.max_scale)).exp()
+        return self._fixed_scale
+
+    @property
+    def temperature(self) -> float:
+        return 1.0 / float(self.forward())
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature:.4g}, learnable={self.learnable}"
