@@ -56,11 +56,11 @@ def check_embeddings(name: str, x: object, ndim: int = 2) -> Tensor:
 def check_same_dim(names: Sequence[str], tensors: Sequence[Tensor]) -> None:
     dims = [t.shape[-1] for t in tensors]
     if len(set(dims)) > 1:
-        desc = ", ".join(f"{n}: {d}" for n, d in zip(names, dims))
+        desc = ", ".join(f"{n}: {d}" for n, d in zip(names, dims, strict=True))
         raise ValueError(f"feature sizes must match ({desc})")
     devices = {t.device for t in tensors}
     if len(devices) > 1:
-        desc = ", ".join(f"{n}: {t.device}" for n, t in zip(names, tensors))
+        desc = ", ".join(f"{n}: {t.device}" for n, t in zip(names, tensors, strict=True))
         raise ValueError(f"tensors must be on one device ({desc})")
 
 

@@ -282,8 +282,9 @@ def supcon(
     All ``B * V`` embeddings are anchors; the positives ``P(a)`` of anchor ``a`` are the other
     embeddings with its label, ``A(a)`` every embedding but ``a``::
 
-        out: L = sum_a -1/|P(a)| sum_{p in P(a)} log( exp(z_a.z_p/tau) / sum_{b in A(a)} exp(z_a.z_b/tau) )
-        in:  L = sum_a -log( 1/|P(a)| sum_{p in P(a)} exp(z_a.z_p/tau) / sum_{b in A(a)} exp(z_a.z_b/tau) )
+        out: L_a = -1/|P(a)| sum_{p in P(a)} log( exp(z_a.z_p/tau) / D_a )
+        in:  L_a = -log( 1/|P(a)| sum_{p in P(a)} exp(z_a.z_p/tau) / D_a )
+        D_a = sum_{b in A(a)} exp(z_a.z_b/tau)
 
     averaged over anchors.  ``labels=None`` makes each sample its own class (SimCLR).  Anchors with
     no positive (a class seen once, with one view) are left out of the mean; a ``ValueError`` is
