@@ -74,7 +74,7 @@ class LogitScale(nn.Module):
 
     Example:
         >>> ls = LogitScale(0.07, learnable=True)
-        >>> round(float(ls()), 3)
+        >>> round(float(ls().detach()), 3)
         14.286
         >>> LogitScale(0.5)()
         2.0
@@ -104,7 +104,8 @@ class LogitScale(nn.Module):
 
     @property
     def temperature(self) -> float:
-        return 1.0 / float(self.forward())
+        scale = self.forward()
+        return 1.0 / float(scale.detach() if isinstance(scale, Tensor) else scale)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature:.4g}, learnable={self.learnable}"

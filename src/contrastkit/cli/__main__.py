@@ -1,0 +1,3 @@
+from contrastkit.cli.main import main
+
+raise SystemExit(main())

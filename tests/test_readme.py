@@ -1,0 +1,40 @@
+"""The README's commands and example stay true."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme() -> str:
+    return (ROOT / "README.md").read_text()
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = _readme()
+    commands = re.findall(r"^    (pip install .*)$", readme, flags=re.M)
+    assert len(commands) == 2, commands
+    test_command = commands[1]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_command in ci
+
+
+def test_readme_example_runs():
+    code = re.search(r"```python\n(.*?)```", _readme(), flags=re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["loss"].ndim == 0
+
+
+def test_main_job_command_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "contrastkit.cli", "losses", "--batch-size", "64"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "InfoNCE" in out.stdout and "SigLIP" in out.stdout
