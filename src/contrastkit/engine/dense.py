@@ -34,6 +34,20 @@ def extra_negative_logits(
     return torch.cat(parts, dim=1)
 
 
+def _diagonal_row_losses(logits: Tensor, extra: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Fast path for one positive per row on the diagonal, nothing excluded: ``LSE_i - l_ii``
+    (both variants agree with a single positive).  Rows past the diagonal have no positive."""
+    b, n = logits.shape
+    den = logits if extra is None else torch.cat([logits, extra.to(logits.dtype)], dim=1)
+    lse = torch.logsumexp(den, dim=1)
+    m = min(b, n)
+    valid = torch.arange(b, device=logits.device) < m
+    if m == b:
+        return lse - logits.diagonal(), valid
+    loss = torch.cat([lse[:m] - logits.diagonal(), torch.zeros_like(lse[m:])])
+    return loss, valid
+
+
 def infonce_rows(
     query: Tensor,
     key: Tensor,
@@ -47,15 +61,23 @@ def infonce_rows(
     q = prepare(query, spec.similarity)
     k = prepare(key, spec.similarity)
     sim = pairwise_similarity(q, k, spec.similarity)
+    extra = extra_negative_logits(q, negatives, shared_negatives, scale, spec.similarity)
+    if pairing.kind == "diagonal" and pairing.exclude is None and not spec.decoupled:
+        if spec.margin:
+            eye = torch.eye(*sim.shape, dtype=sim.dtype, device=sim.device)
+            sim = sim - spec.margin * eye
+        logits = sim * scale
+        out = [_diagonal_row_losses(logits, extra)]
+        if both_directions:
+            out.append(_diagonal_row_losses(logits.T, None))
+        return out
     weights, exclude = pairing.dense(dtype=sim.dtype)
     logits = apply_margin(sim, weights, scale, spec.margin)
-    extra = extra_negative_logits(q, negatives, shared_negatives, scale, spec.similarity)
     out = [infonce_row_losses(logits, weights, exclude, extra, spec.variant, spec.decoupled)]
     if both_directions:
         ex_t = None if exclude is None else exclude.T
-        out.append(
-            infonce_row_losses(logits.T, weights.T, ex_t, None, spec.variant, spec.decoupled)
-        )
+        reverse = infonce_row_losses(logits.T, weights.T, ex_t, None, spec.variant, spec.decoupled)
+        out.append(reverse)
     return out
 
 

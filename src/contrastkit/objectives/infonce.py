@@ -60,11 +60,15 @@ def infonce_row_losses(
     Invalid rows get a loss of 0.
     """
     fill = masked_fill_value(logits.dtype)
-    in_den = torch.ones_like(logits, dtype=torch.bool) if exclude is None else ~exclude
-    if decoupled:
-        in_den = in_den & (weights <= 0)
-    den_logits = logits.masked_fill(~in_den, fill)
-    has_den = in_den.any(dim=1)
+    if exclude is None and not decoupled:
+        den_logits = logits
+        has_den = torch.full_like(logits[:, 0], logits.shape[1] > 0, dtype=torch.bool)
+    else:
+        in_den = torch.ones_like(logits, dtype=torch.bool) if exclude is None else ~exclude
+        if decoupled:
+            in_den = in_den & (weights <= 0)
+        den_logits = logits.masked_fill(~in_den, fill)
+        has_den = in_den.any(dim=1)
     if extra_logits is not None and extra_logits.shape[1] > 0:
         den_logits = torch.cat([den_logits, extra_logits.to(logits.dtype)], dim=1)
         has_den = torch.ones_like(has_den)
