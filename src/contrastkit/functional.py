@@ -22,11 +22,19 @@ from contrastkit._validation import (
     check_same_dim,
 )
 from contrastkit.engine import select_engine
-from contrastkit.objectives.infonce import VARIANTS, InfoNCESpec
+from contrastkit.objectives.infonce import VARIANTS, InfoNCESpec, infonce_row_losses
 from contrastkit.pairing import Pairing
 from contrastkit.similarity import SIMILARITIES
 
-__all__ = ["info_nce", "nt_xent", "supcon", "siglip", "build_pairing"]
+__all__ = [
+    "info_nce",
+    "info_nce_from_logits",
+    "multiview_info_nce",
+    "nt_xent",
+    "supcon",
+    "siglip",
+    "build_pairing",
+]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -193,6 +201,110 @@ def info_nce(
         query, key, pairing, scale, spec, per_query, shared, both_directions=symmetric
     )
     return _reduce(rows, reduction, "query" if not symmetric else "query or key")
+
+
+def info_nce_from_logits(
+    logits: Tensor,
+    *,
+    labels: Tensor | None = None,
+    key_labels: Tensor | None = None,
+    positives: Tensor | None = None,
+    exclude: Tensor | None = None,
+    variant: str = "out",
+    symmetric: bool = False,
+    decoupled: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""InfoNCE on precomputed ``(B, N)`` logits, for similarities the engines do not compute
+    (late interaction, gated or kernel similarities, a model's own scores).
+
+    The same row loss as :func:`info_nce` with :math:`l_{ij}` = ``logits[i, j]`` (temperature and
+    margin already applied by the caller); the pairing arguments are those of :func:`info_nce`.
+    Dense: it holds the whole ``B x N`` block.
+
+    Example:
+        >>> import torch
+        >>> from contrastkit.similarity import late_interaction_similarity
+        >>> q_tokens, k_tokens = torch.randn(4, 7, 16), torch.randn(4, 9, 16)
+        >>> logits = late_interaction_similarity(q_tokens, k_tokens) / 0.05
+        >>> info_nce_from_logits(logits, symmetric=True).shape
+        torch.Size([])
+    """
+    logits = check_embeddings("logits", logits)
+    check_choice("variant", variant, VARIANTS)
+    check_choice("reduction", reduction, REDUCTIONS)
+    b, n = logits.shape
+    pairing = build_pairing(
+        b,
+        n,
+        logits.device,
+        labels=labels,
+        key_labels=key_labels,
+        positives=positives,
+        exclude=exclude,
+    )
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    weights, excl = pairing.dense(dtype=logits.dtype)
+    rows = [infonce_row_losses(logits, weights, excl, None, variant, decoupled)]
+    if symmetric:
+        ex_t = None if excl is None else excl.T
+        rows.append(infonce_row_losses(logits.T, weights.T, ex_t, None, variant, decoupled))
+    return _reduce(rows, reduction, "query" if not symmetric else "query or key")
+
+
+def multiview_info_nce(
+    views: list[Tensor] | tuple[Tensor, ...],
+    *,
+    mode: str = "all",
+    core: int = 0,
+    temperature: float | Tensor = 0.07,
+    similarity: str = "cosine",
+    engine: str = "auto",
+) -> Tensor:
+    r"""Contrastive Multiview Coding (Tian et al. 2020): InfoNCE between views of one sample.
+
+    For views :math:`V_1..V_M` (each ``(N, D)``, row ``n`` the same sample) and the two-view loss
+    :math:`L(V_a, V_b)` = symmetric InfoNCE with anchors from one view and candidates from the
+    other (cross-view negatives only)::
+
+        mode="all"  (full graph): L = sum_{a < b} L(V_a, V_b) / (M (M - 1) / 2)
+        mode="core" (core view):  L = sum_{b != c} L(V_c, V_b) / (M - 1)
+
+    Memory-bank negatives come in through :func:`info_nce`'s ``negatives=`` on the pairs.
+
+    Example:
+        >>> import torch
+        >>> views = [torch.randn(8, 16) for _ in range(3)]
+        >>> multiview_info_nce(views, mode="core").shape
+        torch.Size([])
+    """
+    check_choice("mode", mode, ("all", "core"))
+    if not isinstance(views, (list, tuple)) or len(views) < 2:
+        raise ValueError("views must be a list of at least 2 (N, D) tensors")
+    views = [check_embeddings(f"views[{i}]", v) for i, v in enumerate(views)]
+    for i, v in enumerate(views):
+        if v.shape[0] != views[0].shape[0]:
+            raise ValueError(
+                f"views[{i}] has {v.shape[0]} rows but views[0] has {views[0].shape[0]}"
+            )
+    if mode == "all":
+        pairs = list(itertools.combinations(range(len(views)), 2))
+    else:
+        if not 0 <= core < len(views):
+            raise ValueError(f"core must index a view in [0, {len(views)}), got {core}")
+        pairs = [(core, b) for b in range(len(views)) if b != core]
+    losses = [
+        info_nce(
+            views[a],
+            views[b],
+            temperature=temperature,
+            similarity=similarity,
+            symmetric=True,
+            engine=engine,
+        )
+        for a, b in pairs
+    ]
+    return torch.stack(losses).mean()
 
 
 def _split_negatives(negatives: Tensor | None, query: Tensor) -> tuple[Tensor | None, ...]:

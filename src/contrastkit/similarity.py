@@ -65,6 +65,46 @@ def similarity_matrix(query: Tensor, key: Tensor, similarity: str = "cosine") ->
     return pairwise_similarity(prepare(query, similarity), prepare(key, similarity), similarity)
 
 
+def late_interaction_similarity(
+    query_tokens: Tensor,
+    key_tokens: Tensor,
+    query_mask: Tensor | None = None,
+    key_mask: Tensor | None = None,
+    normalize: bool = True,
+) -> Tensor:
+    r"""Fine-grained token-wise similarity (ColBERT's MaxSim; CiCo, Cheng et al. 2023).
+
+    ``s(q, k) = 1/|q| sum_{t in q} max_{u in k} <q_t, k_u>`` over unmasked tokens, for every
+    query/key pair: ``(B, Tq, D) x (N, Tk, D) -> (B, N)``.  Masks are bool ``(B, Tq)`` /
+    ``(N, Tk)``, True for real tokens.  Use it with
+    :func:`contrastkit.functional.info_nce_from_logits`.
+
+    Example:
+        >>> import torch
+        >>> late_interaction_similarity(torch.randn(2, 5, 8), torch.randn(3, 4, 8)).shape
+        torch.Size([2, 3])
+    """
+    if query_tokens.dim() != 3 or key_tokens.dim() != 3:
+        raise ValueError(
+            "query_tokens and key_tokens must be (batch, tokens, dim), got "
+            f"{tuple(query_tokens.shape)} and {tuple(key_tokens.shape)}"
+        )
+    if query_tokens.shape[-1] != key_tokens.shape[-1]:
+        raise ValueError("query_tokens and key_tokens must have the same feature size")
+    q = query_tokens.to(compute_dtype(query_tokens.dtype))
+    k = key_tokens.to(compute_dtype(key_tokens.dtype))
+    if normalize:
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    tok = torch.einsum("btd,nud->bntu", q, k)
+    if key_mask is not None:
+        tok = tok.masked_fill(~key_mask[None, :, None, :], torch.finfo(tok.dtype).min)
+    best = tok.max(dim=-1).values  # (B, N, Tq)
+    if query_mask is None:
+        return best.mean(dim=-1)
+    qm = query_mask[:, None, :].to(best.dtype)
+    return (best * qm).sum(-1) / qm.sum(-1).clamp_min(1.0)
+
+
 class LogitScale(nn.Module):
     """A temperature, fixed or learnable, exposed as the logit scale ``1 / temperature``.
 
