@@ -168,3 +168,30 @@ def test_diagnostics():
     assert abs(infonce_mutual_information_bound(0.0, 8) - math.log(8)) < 1e-12
     with pytest.raises(ValueError, match="num_candidates"):
         infonce_mutual_information_bound(1.0, 1)
+
+
+def test_hydra_gated_similarity_matches_loop_and_pairs_are_symmetric():
+    from contrastkit.similarity import ClassPairGates, gated_cosine_similarity
+
+    q, k = _leaf(3, 4, seed=5), _leaf(5, 4, seed=6)
+    qd, kd = q.detach(), k.detach()
+    gates = torch.rand(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    s = gated_cosine_similarity(q, k, gates)
+    for i in range(3):
+        for j in range(5):
+            a = [float(gates[i, d] * qd[i, d]) for d in range(4)]
+            b = [float(gates[i, d] * kd[j, d]) for d in range(4)]
+            dot = sum(x * y for x, y in zip(a, b, strict=True))
+            ref = dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+            assert abs(float(s[i, j]) - ref) < TOL
+    loss = CF.info_nce_from_logits(s / 0.1)
+    loss.backward()
+    assert torch.isfinite(q.grad).all()
+    g = ClassPairGates(5, 4)
+    idx = {
+        int(g.pair_index(torch.tensor(a), torch.tensor(b))) for a in range(5) for b in range(a, 5)
+    }
+    assert idx == set(range(15))  # one gate per unordered pair, no collisions
+    torch.testing.assert_close(
+        g(torch.tensor([1, 4]), torch.tensor([4, 2])), g(torch.tensor([4, 2]), torch.tensor([1, 4]))
+    )

@@ -105,6 +105,66 @@ def late_interaction_similarity(
     return (best * qm).sum(-1) / qm.sum(-1).clamp_min(1.0)
 
 
+def gated_cosine_similarity(query: Tensor, key: Tensor, gates: Tensor) -> Tensor:
+    r"""Cosine similarity seen through a per-query feature gate (Hydra, "Rethinking positive
+    pairs in contrastive learning", 2024): row ``i`` compares ``g_i * q_i`` with ``g_i * k_j``::
+
+        s_ij = sum_d g_id^2 q_id k_jd / ( |g_i * q_i| |g_i * k_j| )
+
+    ``gates`` ``(B, D)`` are typically :class:`ClassPairGates` of the class pair that made row
+    ``i``'s positive.  ``(B, D), (N, D), (B, D) -> (B, N)``; feed ``s / tau`` to
+    :func:`contrastkit.functional.info_nce_from_logits`.
+
+    Example:
+        >>> import torch
+        >>> s = gated_cosine_similarity(torch.randn(3, 4), torch.randn(5, 4), torch.ones(3, 4))
+        >>> s.shape
+        torch.Size([3, 5])
+    """
+    if query.dim() != 2 or key.dim() != 2 or tuple(gates.shape) != tuple(query.shape):
+        raise ValueError(
+            "query (B, D), key (N, D) and gates (B, D) expected, got "
+            f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(gates.shape)}"
+        )
+    dt = compute_dtype(query.dtype)
+    q, k, g2 = query.to(dt), key.to(dt), gates.to(dt) ** 2
+    num = (q * g2) @ k.T
+    q_norm = ((q * q) * g2).sum(-1, keepdim=True).clamp_min(1e-24).sqrt()
+    k_norm = (g2 @ (k * k).T).clamp_min(1e-24).sqrt()
+    return num / (q_norm * k_norm)
+
+
+class ClassPairGates(nn.Module):
+    r"""Learnable feature gates per unordered class pair (Hydra, 2024):
+    ``g_{ab} = sigmoid(w_{ab}) in (0, 1)^D`` with ``w_{ab} = w_{ba}``, so that a pair of samples
+    from arbitrary (even unrelated) classes ``a, b`` is positive in the subspace its gate opens.
+
+    Example:
+        >>> import torch
+        >>> gates = ClassPairGates(num_classes=4, dim=8)
+        >>> gates(torch.tensor([0, 3]), torch.tensor([2, 3])).shape
+        torch.Size([2, 8])
+    """
+
+    def __init__(self, num_classes: int, dim: int, init: float = 2.0) -> None:
+        super().__init__()
+        if num_classes < 1 or dim < 1:
+            raise ValueError(f"num_classes and dim must be >= 1, got {num_classes}, {dim}")
+        self.num_classes = num_classes
+        pairs = num_classes * (num_classes + 1) // 2
+        self.weight = nn.Parameter(torch.full((pairs, dim), float(init)))
+
+    def pair_index(self, a: Tensor, b: Tensor) -> Tensor:
+        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+        return lo * self.num_classes - lo * (lo - 1) // 2 + (hi - lo)
+
+    def forward(self, class_a: Tensor, class_b: Tensor) -> Tensor:
+        for name, c in (("class_a", class_a), ("class_b", class_b)):
+            if c.is_floating_point() or bool((c < 0).any() | (c >= self.num_classes).any()):
+                raise ValueError(f"{name} must hold integer classes in [0, {self.num_classes})")
+        return torch.sigmoid(self.weight[self.pair_index(class_a.long(), class_b.long())])
+
+
 class LogitScale(nn.Module):
     """A temperature, fixed or learnable, exposed as the logit scale ``1 / temperature``.
 
