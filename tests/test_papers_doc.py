@@ -1,0 +1,99 @@
+"""docs/papers.md has one entry per paper of the field, and each names real code and a real test."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "papers.md"
+NUM_PAPERS = 119
+# Issues that have not landed yet: an entry may say "Missing: ... issue N" only for these.
+PENDING_ISSUES = {3, 4, 5, 6}
+
+ENTRY = re.compile(r"^## (\d+)\. (.+)$", re.M)
+
+
+def _entries() -> dict[int, str]:
+    text = DOC.read_text()
+    heads = list(ENTRY.finditer(text))
+    out: dict[int, str] = {}
+    for h, nxt in zip(heads, heads[1:] + [None], strict=True):
+        body = text[h.end() : nxt.start() if nxt else len(text)]
+        n = int(h.group(1))
+        assert n not in out, f"paper {n} has two entries"
+        out[n] = body
+    return out
+
+
+def test_every_paper_has_an_entry():
+    numbers = set(_entries())
+    missing = set(range(1, NUM_PAPERS + 1)) - numbers
+    extra = numbers - set(range(1, NUM_PAPERS + 1))
+    assert not missing, f"docs/papers.md lacks entries for papers {sorted(missing)}"
+    assert not extra, f"docs/papers.md has entries for unknown papers {sorted(extra)}"
+
+
+def _resolve(node: ast.AST, names: dict) -> None:
+    """Resolve ``a.b.c`` chains rooted at an imported module or contrastkit object."""
+    chain = []
+    while isinstance(node, ast.Attribute):
+        chain.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or node.id not in names:
+        return
+    obj = names[node.id]
+    for attr in reversed(chain):
+        if not hasattr(obj, attr):
+            mod = getattr(obj, "__name__", type(obj).__name__)
+            # a submodule that is not imported yet
+            try:
+                obj = importlib.import_module(f"{mod}.{attr}")
+                continue
+            except ImportError:
+                raise AssertionError(
+                    f"{node.id}.{'.'.join(reversed(chain))}: no {attr!r}"
+                ) from None
+        obj = getattr(obj, attr)
+        if not (getattr(obj, "__module__", "") or getattr(obj, "__name__", "")).startswith(
+            ("contrastkit", "torch")
+        ) and not isinstance(obj, type(importlib)):
+            return
+
+
+def test_entries_name_existing_code_and_tests():
+    problems = []
+    for n, body in sorted(_entries().items()):
+        assert re.search(r"^Groups: \S", body, re.M), f"{n}: no Groups: line"
+        missing = re.search(r"^Missing: (.*)$", body, re.M)
+        if missing:
+            issues = {int(i) for i in re.findall(r"issues? (\d+)", missing.group(1))}
+            issues |= {int(i) for i in re.findall(r"and (\d+)", missing.group(1))}
+            if not issues or not issues <= PENDING_ISSUES:
+                problems.append(f"{n}: says Missing ({missing.group(1)}) but that has landed")
+            continue
+        code = re.search(r"```python\n(.*?)```", body, re.S)
+        test = re.search(r"^Test: `(tests/[\w/]+\.py)::(\w+)`", body, re.M)
+        if not code or not test:
+            problems.append(f"{n}: needs a ```python block and a Test: line")
+            continue
+        path, name = ROOT / test.group(1), test.group(2)
+        if not path.exists() or not re.search(rf"^def {name}\(", path.read_text(), re.M):
+            problems.append(f"{n}: test {test.group(1)}::{name} does not exist")
+        tree = ast.parse(code.group(1))
+        names: dict = {}
+        for stmt in tree.body:
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                try:
+                    exec(compile(ast.Module([stmt], []), f"paper {n}", "exec"), names)
+                except ImportError as e:
+                    problems.append(f"{n}: {e}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                try:
+                    _resolve(node, names)
+                except AssertionError as e:
+                    problems.append(f"{n}: {e}")
+    assert not problems, "\n".join(problems)
