@@ -23,7 +23,8 @@ float32; cosine inputs are normalised in float32 and rounded back to the input d
 Determinism: the kernels use no atomics and reduce in a fixed order; two runs on one GPU give
 bit-identical results.
 
-On a CPU the kernels run only under ``TRITON_INTERPRET=1`` (Triton's interpreter, for tests).
+On a CPU the kernels run only in Triton's interpreter (for tests): set ``TRITON_INTERPRET=1``
+before ``triton`` is first imported -- Triton reads it when it defines its own library functions.
 """
 
 from __future__ import annotations
@@ -60,20 +61,9 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
-_kernels_module: ModuleType | None = None
-
-
 def _kernels() -> ModuleType:
-    """The kernel module, (re)built in the mode that ``TRITON_INTERPRET`` asks for now (Triton
-    decides compiled vs interpreted when a kernel is defined)."""
-    global _kernels_module
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if _kernels_module is None:
-        _kernels_module = importlib.import_module("contrastkit.engine.fused_kernels")
-    if isinstance(_kernels_module._bwd, InterpretedFunction) != _interpreting():
-        _kernels_module = importlib.reload(_kernels_module)
-    return _kernels_module
+    """The kernel module, imported on first use (so that ``import contrastkit`` stays light)."""
+    return importlib.import_module("contrastkit.engine.fused_kernels")
 
 
 def supports(

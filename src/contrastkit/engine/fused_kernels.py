@@ -84,7 +84,8 @@ def _softplus(x):
     """``log(1 + exp(x))`` without overflow, with an accurate ``log1p`` (Goldberg's trick)."""
     z = tl.exp(-tl.abs(x))
     u = 1.0 + z
-    log1p = tl.where(u == 1.0, z, tl.log(u) * z / (u - 1.0))
+    exact = u == 1.0
+    log1p = tl.where(exact, z, tl.log(u) * z / tl.where(exact, 1.0, u - 1.0))
     return tl.maximum(x, 0.0) + log1p
 
 
