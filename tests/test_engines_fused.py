@@ -26,7 +26,7 @@ from contrastkit import functional as CF  # noqa: E402
 from contrastkit.engine import choose, dense, fused, streaming  # noqa: E402
 from contrastkit.objectives.infonce import InfoNCESpec  # noqa: E402
 from contrastkit.pairing import Pairing  # noqa: E402
-from test_engines import SCALAR_RTOL, _rel, infonce, sigmoid  # noqa: E402
+from test_engines import _rel, assert_matches_dense, infonce, sigmoid  # noqa: E402
 
 B, N, D = 33, 40, 20
 
@@ -37,22 +37,6 @@ def device():
         return torch.device("cuda")
     assert not _TRITON_IMPORTED_EARLY, "triton was imported before TRITON_INTERPRET=1 was set"
     return torch.device("cpu")
-
-
-def assert_fused_equals_dense(run, args, n_scalars):
-    """float32: losses and embedding gradients to 1e-5, scalar gradients as in test_engines."""
-    ref_loss, ref_valid, ref_grads = run(dense, *args)
-    loss, valid, grads = run(fused, *args)
-    for v, rv in zip(valid, ref_valid, strict=True):
-        assert torch.equal(v.cpu(), rv.cpu())
-    n_emb = len(grads) - n_scalars
-    for a, b in zip(loss + grads[:n_emb], ref_loss + ref_grads[:n_emb], strict=True):
-        assert a.dtype == b.dtype and torch.isfinite(a).all()
-        assert _rel(a, b) <= 1e-5
-    doubled = {id(a): a.double() for a in args if torch.is_tensor(a) and a.is_floating_point()}
-    truth = run(dense, *[doubled.get(id(a), a) for a in args])
-    for a, b, t in zip(grads[n_emb:], ref_grads[n_emb:], truth[2][n_emb:], strict=True):
-        assert _rel(a, t) <= max(SCALAR_RTOL, 2 * _rel(b, t))
 
 
 def _pairing(kind: str, device: torch.device):
@@ -79,7 +63,7 @@ def test_fused_infonce_equals_dense(kind, variant, option, device):
         shared = torch.randn(21, D, device=device)
     extra = dict(decoupled=True, margin=0.2) if option == "decoupled_margin" else {}
     spec = InfoNCESpec(similarity=similarity, variant=variant, **extra)
-    assert_fused_equals_dense(infonce, (query, key, pairing, scale, spec, negs, shared), 1)
+    assert_matches_dense(fused, infonce, (query, key, pairing, scale, spec, negs, shared), 1, 2)
 
 
 def test_fused_one_direction_and_rows_with_all_or_no_positives(device):
@@ -89,7 +73,7 @@ def test_fused_one_direction_and_rows_with_all_or_no_positives(device):
     for decoupled in (False, True):
         spec = InfoNCESpec(decoupled=decoupled)
         args = (query, key, pairing, torch.tensor(10.0, device=device), spec, None, None, False)
-        assert_fused_equals_dense(infonce, args, 1)
+        assert_matches_dense(fused, infonce, args, 1, 2)
 
 
 @pytest.mark.parametrize("kind", ["diagonal", "labels", "self"])
@@ -98,7 +82,7 @@ def test_fused_sigmoid_equals_dense(kind, device):
     query = torch.randn(B, D, device=device)
     key = torch.randn(n, D, device=device)
     scale, bias = torch.tensor(10.0, device=device), torch.tensor(-10.0, device=device)
-    assert_fused_equals_dense(sigmoid, (query, key, pairing, scale, bias, "cosine"), 2)
+    assert_matches_dense(fused, sigmoid, (query, key, pairing, scale, bias, "cosine"), 2, n)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -33,6 +33,14 @@ tile size changes the summation order and therefore the last bits.
 
 The tile size is ``tile=`` on the engine functions, else the module attribute
 :data:`DEFAULT_TILE` (``contrastkit.engine.streaming.DEFAULT_TILE = 512`` sets it for the losses).
+
+Example:
+    >>> import torch
+    >>> from contrastkit.functional import info_nce
+    >>> q, k = torch.randn(3000, 64), torch.randn(3000, 64)
+    >>> streamed = info_nce(q, k, symmetric=True, engine="streaming")  # never 3000 x 3000
+    >>> bool(torch.isclose(streamed, info_nce(q, k, symmetric=True, engine="dense")))
+    True
 """
 
 from __future__ import annotations
