@@ -32,7 +32,8 @@ bit-identical losses and gradients (on CUDA as far as cuBLAS is: set
 tile size changes the summation order and therefore the last bits.
 
 The tile size is ``tile=`` on the engine functions, else the module attribute
-:data:`DEFAULT_TILE` (``contrastkit.engine.streaming.DEFAULT_TILE = 512`` sets it for the losses).
+:data:`DEFAULT_TILE` (:data:`DEFAULT_CUDA_TILE` on a GPU); ``streaming.DEFAULT_TILE = 512`` sets
+it for the losses.
 
 Example:
     >>> import torch
@@ -52,13 +53,17 @@ from contrastkit.objectives.infonce import InfoNCESpec, masked_fill_value
 from contrastkit.pairing import Pairing
 from contrastkit.similarity import pairwise_similarity, prepare, rowwise_similarity
 
-#: Rows (and columns) per tile; ``tile^2`` logits live at a time.  1024 balances matmul
-#: efficiency against cache size on CPUs; the GPU prefers larger tiles (see the benchmarks).
-DEFAULT_TILE = 1024
+#: Rows (and columns) per tile on a CPU; ``tile^2`` logits live at a time (16 MiB in float32).
+#: On 2 cores, B = 8192, D = 256: 2048 runs 1.6x faster than 1024 and 1.1x faster than 4096.
+DEFAULT_TILE = 2048
+#: The same on a GPU (64 MiB per float32 tile; ``benchmarks/bench_engines_gpu.py`` sweeps it).
+DEFAULT_CUDA_TILE = 4096
 
 
-def _tile_size(tile: int | None) -> int:
-    t = DEFAULT_TILE if tile is None else tile
+def _tile_size(tile: int | None, device: torch.device) -> int:
+    if tile is None:
+        tile = DEFAULT_CUDA_TILE if device.type == "cuda" else DEFAULT_TILE
+    t = tile
     if isinstance(t, bool) or not isinstance(t, int) or t < 1:
         raise ValueError(f"tile must be a positive int, got {t!r}")
     return t
@@ -70,91 +75,79 @@ def _as_scalar_tensor(value: float | Tensor, like: Tensor) -> Tensor:
     return torch.tensor(float(value), dtype=like.dtype, device=like.device)
 
 
-def _sim_backward(
-    d_sim: Tensor, q: Tensor, k: Tensor, similarity: str, need_q: bool, need_k: bool
-) -> tuple[Tensor | None, Tensor | None]:
-    """Gradients of ``sum(d_sim * pairwise_similarity(q, k))`` w.r.t. the prepared q and k."""
-    dq = d_sim @ k if need_q else None
-    dk = d_sim.T @ q if need_k else None
-    if similarity == "neg_sq_euclidean":  # s = 2 q.k - |q|^2 - |k|^2
-        dq = None if dq is None else 2.0 * dq - 2.0 * d_sim.sum(1, keepdim=True) * q
-        dk = None if dk is None else 2.0 * dk - 2.0 * d_sim.sum(0)[:, None] * k
-    return dq, dk
+def _lse_update(lse: Tensor, x: Tensor, dim: int) -> Tensor:
+    """Merge a tile into a running log-sum-exp: ``logaddexp(lse, logsumexp(x))``, both of which
+    subtract the running maximum (never a fixed shift)."""
+    return torch.logaddexp(lse, torch.logsumexp(x, dim))
 
 
-def _online_lse(m: Tensor, s: Tensor, x: Tensor, dim: int) -> tuple[Tensor, Tensor]:
-    """One step of the running log-sum-exp ``(m, s)`` over a tile ``x`` along ``dim``."""
-    m_new = torch.maximum(m, x.amax(dim))
-    s_new = s * torch.exp(m - m_new) + torch.exp(x - m_new.unsqueeze(dim)).sum(dim)
-    return m_new, s_new
+def _has_positives(pairing: Pairing, rows: slice, cols: slice) -> bool:
+    """False only when the tile certainly has no positive pair (off-diagonal tiles of a
+    diagonal pairing): those tiles skip every positive-pair term."""
+    if pairing.kind != "diagonal":
+        return True
+    return max(rows.start, cols.start) < min(rows.stop, cols.stop)
 
 
 class _Tile:
-    """One ``rows x keys`` block of logits and its pairing, as forward and backward need it."""
+    """One ``rows x keys`` block of logits and its pairing, as forward and backward need it.
 
-    def __init__(
-        self,
-        q: Tensor,
-        k: Tensor,
-        pairing: Pairing,
-        rows: slice,
-        cols: slice,
-        scale: Tensor,
-        spec: InfoNCESpec,
-    ):
-        self.sim = pairwise_similarity(q[rows], k[cols], spec.similarity)
-        fill = masked_fill_value(self.sim.dtype)
-        self.w, exclude = pairing.tile(rows.start, rows.stop, cols.start, cols.stop, self.sim.dtype)
-        self.pos = self.w > 0
-        # d logits / d scale: the similarity, minus the margin on positive pairs
-        self.base = (
-            self.sim - spec.margin * self.pos.to(self.sim.dtype) if spec.margin else self.sim
-        )
-        self.logits = self.base * scale
+    ``w``/``pos`` are ``None`` when the tile has no positive pair; ``logits / scale`` is the
+    derivative of the logits w.r.t. the scale (the similarity minus the margin on positives).
+    """
+
+    def __init__(self, q, k, q_scaled, pairing, rows: slice, cols: slice, scale, spec):
+        logits = _logits(q, k, q_scaled, rows, cols, scale, spec.similarity)
+        fill = masked_fill_value(logits.dtype)
+        self.w = self.pos = exclude = None
+        if _has_positives(pairing, rows, cols) or pairing.exclude is not None:
+            w, exclude = pairing.tile(rows.start, rows.stop, cols.start, cols.stop, logits.dtype)
+            pos = w > 0
+            if bool(pos.any()):
+                self.w, self.pos = w, pos
+                if spec.margin:
+                    logits = logits - (spec.margin * scale) * pos.to(logits.dtype)
+        self.logits = logits
         den = None if exclude is None else ~exclude
-        if spec.decoupled:
+        if spec.decoupled and self.pos is not None:
             den = ~self.pos if den is None else den & ~self.pos
         self.den = den
-        self.den_logits = self.logits if den is None else self.logits.masked_fill(~den, fill)
+        self.den_logits = logits if den is None else logits.masked_fill(~den, fill)
         self.pos_logits = None
-        if spec.variant == "in":
-            tiny = torch.finfo(self.sim.dtype).tiny
-            log_w = self.w.clamp_min(tiny).log()
-            self.pos_logits = torch.where(self.pos, self.logits + log_w, fill)
+        if spec.variant == "in" and self.pos is not None:
+            log_w = self.w.clamp_min(torch.finfo(logits.dtype).tiny).log()
+            self.pos_logits = torch.where(self.pos, logits + log_w, fill)
 
 
 class _Stats:
     """Running statistics of one direction: per row (``dim=1``) or per column (``dim=0``)."""
 
     def __init__(self, n: int, like: Tensor, variant: str):
-        fill = masked_fill_value(like.dtype)
         self.variant = variant
-        self.m = torch.full((n,), fill, dtype=like.dtype, device=like.device)
-        self.s = torch.zeros(n, dtype=like.dtype, device=like.device)
-        self.sum_w = torch.zeros_like(self.s)
+        self.lse = torch.full((n,), float("-inf"), dtype=like.dtype, device=like.device)
+        self.sum_w = torch.zeros(n, dtype=like.dtype, device=like.device)
         self.has_den = torch.zeros(n, dtype=torch.bool, device=like.device)
-        # "out": sum_j w_ij l_ij; "in": running (max, sum) of the positives' log-sum-exp
-        self.pos_a = torch.zeros_like(self.s) if variant == "out" else self.m.clone()
-        self.pos_b = torch.zeros_like(self.s)
+        # "out": sum_j w_ij l_ij; "in": the positives' log-sum-exp of l_ij + log w_ij
+        self.pos = torch.zeros_like(self.sum_w) if variant == "out" else self.lse.clone()
 
     def update(self, t: _Tile, idx: slice, dim: int) -> None:
-        self.m[idx], self.s[idx] = _online_lse(self.m[idx], self.s[idx], t.den_logits, dim)
+        self.lse[idx] = _lse_update(self.lse[idx], t.den_logits, dim)
         if t.den is None:
             self.has_den[idx] = True
         else:
             self.has_den[idx] |= t.den.any(dim)
+        if t.w is None:
+            return
         self.sum_w[idx] += t.w.sum(dim)
         if self.variant == "out":
-            self.pos_a[idx] += (t.w * t.logits).sum(dim)
+            self.pos[idx] += (t.w * t.logits).sum(dim)
         else:
-            self.pos_a[idx], self.pos_b[idx] = _online_lse(
-                self.pos_a[idx], self.pos_b[idx], t.pos_logits, dim
-            )
+            self.pos[idx] = _lse_update(self.pos[idx], t.pos_logits, dim)
 
     def finish(self, extra_lse: Tensor | None) -> tuple[Tensor, ...]:
         """Per-row losses, validity, and what backward needs (``+inf`` LSEs on invalid rows, so
         that their ``exp(l - LSE)`` is exactly 0)."""
-        lse = self.m + self.s.log()
+        lse = self.lse
         has_den = self.has_den
         if extra_lse is not None:
             lse = torch.logaddexp(lse, extra_lse)
@@ -163,9 +156,9 @@ class _Stats:
         safe_sum_w = torch.where(valid, self.sum_w, torch.ones_like(self.sum_w))
         if self.variant == "out":
             plse = None
-            positive_term = self.pos_a / safe_sum_w
+            positive_term = self.pos / safe_sum_w
         else:
-            plse = self.pos_a + self.pos_b.log()
+            plse = self.pos
             positive_term = plse - safe_sum_w.log()
         loss = torch.where(valid, lse - positive_term, torch.zeros_like(lse))
         inf = torch.full_like(lse, float("inf"))
@@ -174,14 +167,21 @@ class _Stats:
         return loss, valid, lse_bw, plse_bw, safe_sum_w
 
 
-def _d_logits(t: _Tile, coef: Tensor, lse: Tensor, plse: Tensor | None, sum_w: Tensor, dim: int):
-    """``dLoss/dlogits`` of one direction on a tile (``dim=1`` rows, ``dim=0`` columns)."""
-    coef, lse, sum_w = coef.unsqueeze(dim), lse.unsqueeze(dim), sum_w.unsqueeze(dim)
-    if plse is None:
-        d_pos = t.w / sum_w
+def _add_d_logits(g, t: _Tile, coef, lse, plse, sum_w, dim: int) -> Tensor:
+    """Add ``coef * dLoss/dlogits`` of one direction (``dim=1`` rows, ``dim=0`` columns) to
+    ``g`` (``None``: start a new tile)."""
+    coef, lse = coef.unsqueeze(dim), lse.unsqueeze(dim)
+    p = torch.exp(t.den_logits - lse)
+    if g is None:
+        g = p.mul_(coef)
     else:
-        d_pos = torch.exp(t.pos_logits - plse.unsqueeze(dim))
-    return coef * (torch.exp(t.den_logits - lse) - d_pos)
+        g.addcmul_(p, coef)
+    if t.w is not None:
+        if plse is None:
+            g.sub_(t.w * (coef / sum_w.unsqueeze(dim)))
+        else:
+            g.sub_(torch.exp(t.pos_logits - plse.unsqueeze(dim)).mul_(coef))
+    return g
 
 
 class _StreamingInfoNCE(torch.autograd.Function):
@@ -190,16 +190,14 @@ class _StreamingInfoNCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, scale, extra_lse, pairing, spec, both, tile):
         b, n = q.shape[0], k.shape[0]
+        q_scaled = _scaled(q, scale, spec.similarity)
         rows = _Stats(b, q, spec.variant)
         cols = _Stats(n, q, spec.variant) if both else None
-        for r0 in range(0, b, tile):
-            rs = slice(r0, min(r0 + tile, b))
-            for c0 in range(0, n, tile):
-                cs = slice(c0, min(c0 + tile, n))
-                t = _Tile(q, k, pairing, rs, cs, scale, spec)
-                rows.update(t, rs, 1)
-                if cols is not None:
-                    cols.update(t, cs, 0)
+        for rs, cs in _tiles(b, n, tile):
+            t = _Tile(q, k, q_scaled, pairing, rs, cs, scale, spec)
+            rows.update(t, rs, 1)
+            if cols is not None:
+                cols.update(t, cs, 0)
         loss_r, valid_r, *saved_r = rows.finish(extra_lse)
         outputs = [loss_r, valid_r]
         saved_c = []
@@ -215,38 +213,66 @@ class _StreamingInfoNCE(torch.autograd.Function):
     def backward(ctx, *grads):
         pairing, spec, both, tile, n_r, n_c = ctx.setup
         q, k, scale, extra_lse, *saved = ctx.saved_tensors
+        need_q, need_k, need_scale, need_extra = ctx.needs_input_grad[:4]
+        # upstream gradients, times the scale: the tiles below are dLoss/d(similarity)
         lse_r, plse_r, sum_w_r = saved[:n_r]
         coef_r = torch.where(torch.isfinite(lse_r), grads[0], 0.0)
         if both:
             lse_c, plse_c, sum_w_c = saved[n_r:]
-            coef_c = torch.where(torch.isfinite(lse_c), grads[2], 0.0)
-        need_q, need_k, need_scale, need_extra = ctx.needs_input_grad[:4]
+            coef_c = torch.where(torch.isfinite(lse_c), grads[2], 0.0) * scale
+        q_scaled = _scaled(q, scale, spec.similarity)
         dq = torch.zeros_like(q) if need_q else None
         dk = torch.zeros_like(k) if need_k else None
         dscale = torch.zeros((), dtype=q.dtype, device=q.device)
-        b, n = q.shape[0], k.shape[0]
-        for r0 in range(0, b, tile):
-            rs = slice(r0, min(r0 + tile, b))
-            for c0 in range(0, n, tile):
-                cs = slice(c0, min(c0 + tile, n))
-                t = _Tile(q, k, pairing, rs, cs, scale, spec)
-                pr = None if plse_r is None else plse_r[rs]
-                g = _d_logits(t, coef_r[rs], lse_r[rs], pr, sum_w_r[rs], 1)
-                if both:
-                    pc = None if plse_c is None else plse_c[cs]
-                    g = g + _d_logits(t, coef_c[cs], lse_c[cs], pc, sum_w_c[cs], 0)
-                if need_scale:
-                    dscale += (g * t.base).sum()
-                dq_t, dk_t = _sim_backward(g * scale, q[rs], k[cs], spec.similarity, need_q, need_k)
-                if need_q:
-                    dq[rs] += dq_t
-                if need_k:
-                    dk[cs] += dk_t
+        coef_rs = coef_r * scale
+        for rs, cs in _tiles(q.shape[0], k.shape[0], tile):
+            t = _Tile(q, k, q_scaled, pairing, rs, cs, scale, spec)
+            pr = None if plse_r is None else plse_r[rs]
+            g = _add_d_logits(None, t, coef_rs[rs], lse_r[rs], pr, sum_w_r[rs], 1)
+            if both:
+                pc = None if plse_c is None else plse_c[cs]
+                g = _add_d_logits(g, t, coef_c[cs], lse_c[cs], pc, sum_w_c[cs], 0)
+            if need_scale:  # sum_ij dLoss/dlogits_ij * logits_ij / scale
+                dscale += torch.dot(g.view(-1), t.logits.reshape(-1))
+            _accumulate_sim_grads(g, q, k, rs, cs, dq, dk, spec.similarity)
         d_extra = None
         if need_extra:
             d_extra = coef_r * torch.exp(extra_lse - lse_r)
-        d_scale = dscale.to(scale.dtype) if need_scale else None
+        d_scale = (dscale / (scale * scale)).to(scale.dtype) if need_scale else None
         return dq, dk, d_scale, d_extra, None, None, None, None
+
+
+def _tiles(b: int, n: int, tile: int):
+    """The ``(rows, cols)`` slices of every tile, row tiles outer."""
+    for r0 in range(0, b, tile):
+        for c0 in range(0, n, tile):
+            yield slice(r0, min(r0 + tile, b)), slice(c0, min(c0 + tile, n))
+
+
+def _scaled(q: Tensor, scale: Tensor, similarity: str) -> Tensor | None:
+    """``scale * q`` for the similarities that are a plain matrix product, else ``None``."""
+    return q * scale if similarity in ("cosine", "dot") else None
+
+
+def _logits(q, k, q_scaled, rs: slice, cs: slice, scale, similarity: str) -> Tensor:
+    """``scale * s(q[rs], k[cs])``."""
+    if q_scaled is not None:
+        return q_scaled[rs] @ k[cs].T
+    return pairwise_similarity(q[rs], k[cs], similarity) * scale
+
+
+def _accumulate_sim_grads(d_sim, q, k, rs, cs, dq, dk, similarity: str) -> None:
+    """``dq[rs] += d/dq sum(d_sim * s(q[rs], k[cs]))`` and the same for ``dk[cs]``, in place."""
+    euclid = similarity == "neg_sq_euclidean"  # s = 2 q.k - |q|^2 - |k|^2
+    alpha = 2.0 if euclid else 1.0
+    if dq is not None:
+        dq[rs].addmm_(d_sim, k[cs], alpha=alpha)
+        if euclid:
+            dq[rs].sub_(2.0 * d_sim.sum(1, keepdim=True) * q[rs])
+    if dk is not None:
+        dk[cs].addmm_(d_sim.T, q[rs], alpha=alpha)
+        if euclid:
+            dk[cs].sub_(2.0 * d_sim.sum(0)[:, None] * k[cs])
 
 
 class _StreamingLSE(torch.autograd.Function):
@@ -254,15 +280,10 @@ class _StreamingLSE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, x, scale, similarity, tile):
-        fill = masked_fill_value(q.dtype)
-        m = torch.full((q.shape[0],), fill, dtype=q.dtype, device=q.device)
-        s = torch.zeros_like(m)
-        for r0 in range(0, q.shape[0], tile):
-            rs = slice(r0, r0 + tile)
-            for c0 in range(0, x.shape[0], tile):
-                logits = pairwise_similarity(q[rs], x[c0 : c0 + tile], similarity) * scale
-                m[rs], s[rs] = _online_lse(m[rs], s[rs], logits, 1)
-        lse = m + s.log()
+        q_scaled = _scaled(q, scale, similarity)
+        lse = torch.full((q.shape[0],), float("-inf"), dtype=q.dtype, device=q.device)
+        for rs, cs in _tiles(q.shape[0], x.shape[0], tile):
+            lse[rs] = _lse_update(lse[rs], _logits(q, x, q_scaled, rs, cs, scale, similarity), 1)
         ctx.setup = (similarity, tile)
         ctx.save_for_backward(q, x, scale, lse)
         return lse
@@ -272,23 +293,19 @@ class _StreamingLSE(torch.autograd.Function):
         similarity, tile = ctx.setup
         q, x, scale, lse = ctx.saved_tensors
         need_q, need_x, need_scale = ctx.needs_input_grad[:3]
+        q_scaled = _scaled(q, scale, similarity)
         dq = torch.zeros_like(q) if need_q else None
         dx = torch.zeros_like(x) if need_x else None
         dscale = torch.zeros((), dtype=q.dtype, device=q.device)
-        for r0 in range(0, q.shape[0], tile):
-            rs = slice(r0, r0 + tile)
-            for c0 in range(0, x.shape[0], tile):
-                cs = slice(c0, c0 + tile)
-                sim = pairwise_similarity(q[rs], x[cs], similarity)
-                g = grad[rs, None] * torch.exp(sim * scale - lse[rs, None])
-                if need_scale:
-                    dscale += (g * sim).sum()
-                dq_t, dx_t = _sim_backward(g * scale, q[rs], x[cs], similarity, need_q, need_x)
-                if need_q:
-                    dq[rs] += dq_t
-                if need_x:
-                    dx[cs] += dx_t
-        return dq, dx, (dscale.to(scale.dtype) if need_scale else None), None, None
+        coef = grad * scale
+        for rs, cs in _tiles(q.shape[0], x.shape[0], tile):
+            logits = _logits(q, x, q_scaled, rs, cs, scale, similarity)
+            g = torch.exp(logits - lse[rs, None]).mul_(coef[rs, None])
+            if need_scale:
+                dscale += torch.dot(g.view(-1), logits.view(-1))
+            _accumulate_sim_grads(g, q, x, rs, cs, dq, dx, similarity)
+        d_scale = (dscale / (scale * scale)).to(scale.dtype) if need_scale else None
+        return dq, dx, d_scale, None, None
 
 
 def _extra_lse(
@@ -339,7 +356,7 @@ def infonce_rows(
 ) -> list[tuple[Tensor, Tensor]]:
     """Per-row InfoNCE losses and validity, as :func:`contrastkit.engine.dense.infonce_rows`,
     computed tile by tile (``tile`` defaults to :data:`DEFAULT_TILE`)."""
-    tile = _tile_size(tile)
+    tile = _tile_size(tile, query.device)
     _check_constant_weights(pairing)
     q, k = _prepare_pair(query, key, spec.similarity)
     scale_t = _as_scalar_tensor(scale, q)
@@ -354,12 +371,14 @@ class _StreamingSigmoid(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, scale, bias, pairing, similarity, tile):
         rows = torch.zeros(q.shape[0], dtype=q.dtype, device=q.device)
-        for r0, _, sim, y, exclude in _sigmoid_tiles(q, k, pairing, similarity, tile):
+        for rs, cs in _tiles(q.shape[0], k.shape[0], tile):
+            sim = pairwise_similarity(q[rs], k[cs], similarity)
+            y, exclude = pairing.tile(rs.start, rs.stop, cs.start, cs.stop, sim.dtype)
             x = sim * scale + bias
             terms = torch.nn.functional.softplus(x) - y * x
             if exclude is not None:
                 terms = terms.masked_fill(exclude, 0.0)
-            rows[r0 : r0 + tile] += terms.sum(1)
+            rows[rs] += terms.sum(1)
         ctx.setup = (pairing, similarity, tile)
         ctx.save_for_backward(q, k, scale, bias)
         return rows
@@ -373,34 +392,20 @@ class _StreamingSigmoid(torch.autograd.Function):
         dk = torch.zeros_like(k) if need_k else None
         dscale = torch.zeros((), dtype=q.dtype, device=q.device)
         dbias = torch.zeros_like(dscale)
-        for r0, c0, sim, y, exclude in _sigmoid_tiles(q, k, pairing, similarity, tile):
-            g = grad[r0 : r0 + tile, None] * (torch.sigmoid(sim * scale + bias) - y)
+        for rs, cs in _tiles(q.shape[0], k.shape[0], tile):
+            sim = pairwise_similarity(q[rs], k[cs], similarity)
+            y, exclude = pairing.tile(rs.start, rs.stop, cs.start, cs.stop, sim.dtype)
+            g = torch.sigmoid(sim * scale + bias).sub_(y).mul_(grad[rs, None])
             if exclude is not None:
                 g = g.masked_fill(exclude, 0.0)
             if need_scale:
-                dscale += (g * sim).sum()
+                dscale += torch.dot(g.view(-1), sim.view(-1))
             if need_bias:
                 dbias += g.sum()
-            rs, cs = slice(r0, r0 + tile), slice(c0, c0 + tile)
-            dq_t, dk_t = _sim_backward(g * scale, q[rs], k[cs], similarity, need_q, need_k)
-            if need_q:
-                dq[rs] += dq_t
-            if need_k:
-                dk[cs] += dk_t
+            _accumulate_sim_grads(g.mul_(scale), q, k, rs, cs, dq, dk, similarity)
         d_scale = dscale.to(scale.dtype) if need_scale else None
         d_bias = dbias.to(bias.dtype) if need_bias else None
         return dq, dk, d_scale, d_bias, None, None, None
-
-
-def _sigmoid_tiles(q: Tensor, k: Tensor, pairing: Pairing, similarity: str, tile: int):
-    b, n = q.shape[0], k.shape[0]
-    for r0 in range(0, b, tile):
-        r1 = min(r0 + tile, b)
-        for c0 in range(0, n, tile):
-            c1 = min(c0 + tile, n)
-            sim = pairwise_similarity(q[r0:r1], k[c0:c1], similarity)
-            y, exclude = pairing.tile(r0, r1, c0, c1, sim.dtype)
-            yield r0, c0, sim, y, exclude
 
 
 def sigmoid_rows(
@@ -415,7 +420,7 @@ def sigmoid_rows(
 ) -> Tensor:
     """Per-row sums of the sigmoid loss, as :func:`contrastkit.engine.dense.sigmoid_rows`,
     computed tile by tile."""
-    tile = _tile_size(tile)
+    tile = _tile_size(tile, query.device)
     _check_constant_weights(pairing)
     q, k = _prepare_pair(query, key, similarity)
     scale_t = _as_scalar_tensor(scale, q)
