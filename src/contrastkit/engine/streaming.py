@@ -3,10 +3,11 @@
 Forward, each query tile meets each key tile once; the tile's logits update running per-row (and,
 for symmetric losses, per-column) statistics and are dropped:
 
-- the denominator's log-sum-exp with an online running maximum (as in FlashAttention, Dao et al.
-  2022; Milakov & Gimelshein 2018): ``m' = max(m, max_j l_ij)``,
-  ``s' = s exp(m - m') + sum_j exp(l_ij - m')``, ``LSE = m + log s`` -- never a fixed shift, so
-  logits of any size (temperature 0.01, a logit-scale cap of 100) neither overflow nor underflow;
+- the denominator's log-sum-exp, merged online (as in FlashAttention, Dao et al. 2022; Milakov &
+  Gimelshein 2018): ``LSE' = logaddexp(LSE, logsumexp_j l_ij)``, where both terms subtract the
+  running maximum (``logaddexp(a, b) = max(a, b) + log1p(exp(-|a - b|))``) -- never a fixed
+  shift, so logits of any size (temperature 0.01, a logit-scale cap of 100) neither overflow nor
+  underflow;
 - ``sum_j w_ij`` and ``sum_j w_ij l_ij`` (variant ``"out"``) or the log-sum-exp of
   ``l_ij + log w_ij`` over the positives (variant ``"in"``).
 
@@ -19,7 +20,9 @@ gradient ``g_i``::
 
 plus the same with the column statistics when both directions are asked for, then
 ``dq += scale G k``, ``dk += scale G^T q`` and ``dscale += sum G (s - margin [w > 0])``.  Memory is
-``O(B D + N D + tile^2)``; the pairing is evaluated per tile (:meth:`Pairing.tile`).
+``O(B D + N D + tile^2)``; the pairing is evaluated per tile (:meth:`Pairing.tile`), and the
+off-diagonal tiles of a diagonal pairing skip the positive-pair terms altogether.  For cosine and
+dot similarity the scale is folded into the queries (``l = (scale q) k^T``), saving a pass.
 
 Extra negatives are folded in through their log-sum-exp: per-query negatives ``(B, K, D)`` with
 plain autograd (``O(B K)``, the size of the input), shared negatives ``(M, D)`` with the same
