@@ -106,6 +106,25 @@ def test_fused_half_inputs(dtype, device):
     assert torch.isfinite(rows).all() and _rel(rows, ref_rows) <= 2e-2
 
 
+def test_fused_float16_backward_keeps_tiny_gradients(device):
+    # a mean over a huge batch makes dLoss/dlogits tiny: rounding it to float16 for the tensor
+    # cores must not flush it to zero (the kernel scales it by a power of two first)
+    x = torch.nn.functional.normalize(torch.randn(B, D, device=device), dim=1)
+    y = torch.nn.functional.normalize(torch.randn(N, D, device=device), dim=1)
+    prob = fused._problem(Pairing.diagonal(B, N, device=device), device)
+    scale = torch.tensor([100.0], device=device)
+    dx = {}
+    for dtype in (torch.float16, torch.float32):
+        xd, yd = x.to(dtype), y.to(dtype)
+        (lse_r, _, _), (lse_c, _, _) = fused._lse_forward(xd, yd, scale, prob, True)
+        g_r, g_c = torch.full((B,), 1e-9, device=device), torch.full((N,), 1e-9, device=device)
+        stats_r = (fused._bw_lse(lse_r), g_r, -g_r)
+        stats_c = (fused._bw_lse(lse_c), g_c, -g_c)
+        dx[dtype] = fused._backward_rows(xd, yd, scale, None, prob, stats_r, stats_c, 0, False)[0]
+    assert dx[torch.float32].abs().max() > 0
+    assert _rel(dx[torch.float16], dx[torch.float32]) <= 1e-2
+
+
 def test_fused_is_deterministic_and_matches_streaming(device):
     query, key = torch.randn(B, D, device=device), torch.randn(N, D, device=device)
     pairing = Pairing.from_labels(

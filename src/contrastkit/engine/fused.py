@@ -191,9 +191,10 @@ def _backward_rows(
     none = torch.zeros(1, dtype=torch.float32, device=x.device)
     sx = [none if t is None else t for t in (stats_x or (None,) * 3)]
     sy = [none if t is None else t for t in (stats_y or (None,) * 3)]
+    factor = _gradient_factor(x.dtype, scale, stats_x, stats_y)
     k._bwd[grid](
         x, y, prob.x_labels, prob.y_labels, scale, none if bias is None else bias, prob.margin,
-        *sx, *sy, dx, d_scale, d_bias,
+        *sx, *sy, factor, dx, d_scale, d_bias,
         m, n, d, x.stride(0), y.stride(0), dx.stride(0),
         LOSS=loss, PAIRING=prob.pairing, EXCLUDE_SELF=prob.exclude_self,
         DECOUPLED=prob.decoupled, MASK=prob.mask, HAS_MARGIN=bool(prob.margin),
@@ -201,6 +202,19 @@ def _backward_rows(
         UPCAST=_interpreting(), PRECISION=_precision(x), **opts,
     )  # fmt: skip
     return dx, d_scale, d_bias
+
+
+def _gradient_factor(dtype: torch.dtype, scale: Tensor, *stats) -> Tensor:
+    """A power of two that brings ``scale * dLoss/dlogits`` near 2^14 before the kernel rounds
+    it to float16 (whose normal range starts at 6e-5: a mean over a large batch would underflow);
+    1 for the other dtypes (bfloat16 has float32's range)."""
+    one = torch.ones(1, dtype=torch.float32, device=scale.device)
+    if dtype != torch.float16:
+        return one
+    # |dLoss/dlogits_ij| <= sum over the two directions of |g| + |p| (each exp(l - LSE) <= 1)
+    bound = sum(t.abs().amax() for s in stats if s is not None for t in s[1:] if t is not None)
+    bound = (bound * scale.detach().abs().float()).clamp_min(1e-30)
+    return torch.exp2(torch.floor(torch.log2(2.0**14 / bound))).reshape(1).clamp(max=2.0**100)
 
 
 def _bw_lse(lse: Tensor) -> Tensor:

@@ -43,12 +43,12 @@ def _sim_tile(
     for d0 in range(0, D, BLOCK_D):
         dd = d0 + tl.arange(0, BLOCK_D)
         x = tl.load(
-            X + rows[:, None] * stride_x + dd[None, :],
+            X + rows[:, None].to(tl.int64) * stride_x + dd[None, :],
             mask=(rows[:, None] < M) & (dd[None, :] < D),
             other=0.0,
         )
         y = tl.load(
-            Y + cols[None, :] * stride_y + dd[:, None],
+            Y + cols[None, :].to(tl.int64) * stride_y + dd[:, None],
             mask=(cols[None, :] < N) & (dd[:, None] < D),
             other=0.0,
         )
@@ -136,7 +136,7 @@ def _lse_fwd(
             if COLS:
                 col_m = tl.maximum(tl.max(masked, 0), FLOOR)
                 col_s = tl.sum(tl.exp(masked - col_m[None, :]), 0)
-                off = pid * N + cols
+                off = pid.to(tl.int64) * N + cols
                 in_n = cols < N
                 old_m = tl.load(ColM + off, mask=in_n, other=FLOOR)
                 old_s = tl.load(ColS + off, mask=in_n, other=0.0)
@@ -184,7 +184,7 @@ def _sigmoid_fwd(
 @triton.jit
 def _bwd(
     X, Y, XL, YL, Scale, Bias, margin,
-    LseX, GLseX, GPsumX, LseY, GLseY, GPsumY,
+    LseX, GLseX, GPsumX, LseY, GLseY, GPsumY, GFactor,
     DX, DScale, DBias,
     M, N, D, stride_x, stride_y, stride_dx,
     LOSS: tl.constexpr, PAIRING: tl.constexpr, EXCLUDE_SELF: tl.constexpr,
@@ -197,10 +197,13 @@ def _bwd(
     ``G_ij = g_i exp(l_ij - LSE_i) [ij in mask] + p_i [pos_ij]`` from the row statistics ``X`` and
     the same from the column statistics ``Y``, and for the sigmoid loss (LOSS 1)
     ``G_ij = (g_i + g_j) (sigmoid(x_ij) - pos_ij) [kept_ij]``.  LSEs of rows without terms must be
-    ``+inf`` (their ``exp`` is then 0)."""
+    ``+inf`` (their ``exp`` is then 0).  ``scale G`` is multiplied by the power of two ``GFactor``
+    before it is rounded to the input dtype for the tensor-core product (and ``dX`` divided by it
+    after), so that float16 keeps its precision however small the upstream gradients are."""
     pid_m = tl.program_id(0)
     pid_d = tl.program_id(1)
     scale = tl.load(Scale).to(tl.float32)
+    g_factor = tl.load(GFactor)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     dout = pid_d * BLOCK_DOUT + tl.arange(0, BLOCK_DOUT)
     in_m = rows < M
@@ -257,18 +260,18 @@ def _bwd(
                 d_scale += tl.sum(g * sim, 1)
                 d_bias += tl.sum(g, 1)
         y_out = tl.load(
-            Y + cols[:, None] * stride_y + dout[None, :],
+            Y + cols[:, None].to(tl.int64) * stride_y + dout[None, :],
             mask=in_n[:, None] & (dout[None, :] < D),
             other=0.0,
         )
-        g_in = (g * scale).to(y_out.dtype)
+        g_in = (g * (scale * g_factor)).to(y_out.dtype)
         if UPCAST:
             g_in = g_in.to(tl.float32)
             y_out = y_out.to(tl.float32)
         acc = tl.dot(g_in, y_out, acc, input_precision=PRECISION)
     tl.store(
-        DX + rows[:, None] * stride_dx + dout[None, :],
-        acc,
+        DX + rows[:, None].to(tl.int64) * stride_dx + dout[None, :],
+        acc / g_factor,
         mask=in_m[:, None] & (dout[None, :] < D),
     )
     if SCALARS:
