@@ -144,22 +144,16 @@ def test_streaming_infonce_equals_dense(kind, variant, option, dtype):
 
 
 @pytest.mark.parametrize("both", [False, True])
-def test_one_direction_and_query_count_differs_from_key_count(both):
-    query, key = torch.randn(7, 6, dtype=torch.float64), torch.randn(19, 6, dtype=torch.float64)
-    for pairing in (
-        Pairing.diagonal(7, 19),
-        Pairing.from_labels(torch.arange(7) % 2, torch.arange(19) % 3),
-    ):
-        args = (
-            query,
-            key,
-            pairing,
-            torch.tensor(5.0, dtype=torch.float64),
-            InfoNCESpec(),
-            None,
-            None,
-            both,
-        )
+def test_one_direction_and_more_keys_or_more_queries(both):
+    scale = torch.tensor(5.0, dtype=torch.float64)
+    few, many = torch.randn(7, 6, dtype=torch.float64), torch.randn(19, 6, dtype=torch.float64)
+    cases = [
+        (few, many, Pairing.diagonal(7, 19)),
+        (few, many, Pairing.from_labels(torch.arange(7) % 2, torch.arange(19) % 3)),
+        (many, few, Pairing.from_labels(torch.arange(19) % 3, torch.arange(7) % 2)),
+    ]
+    for query, key, pairing in cases:
+        args = (query, key, pairing, scale, InfoNCESpec(), None, None, both)
         assert_matches_dense(streaming, infonce, args, 1, 2, tile=3)
 
 

@@ -67,9 +67,10 @@ def test_fused_infonce_equals_dense(kind, variant, option, device):
 
 
 def test_fused_one_direction_and_rows_with_all_or_no_positives(device):
+    # 21 queries, 17 keys (fewer keys than queries); queries labelled 0 match every key
     query_labels = torch.tensor([0, 1, 0, 1, 2, 0, 2] * 3, device=device)
-    pairing = Pairing.from_labels(query_labels, torch.zeros(N, dtype=torch.long, device=device))
-    query, key = torch.randn(21, D, device=device), torch.randn(N, D, device=device)
+    pairing = Pairing.from_labels(query_labels, torch.zeros(17, dtype=torch.long, device=device))
+    query, key = torch.randn(21, D, device=device), torch.randn(17, D, device=device)
     for decoupled in (False, True):
         spec = InfoNCESpec(decoupled=decoupled)
         args = (query, key, pairing, torch.tensor(10.0, device=device), spec, None, None, False)

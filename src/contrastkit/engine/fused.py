@@ -16,9 +16,20 @@ How the objective is split:
   upstream gradients of the ``O(B)`` statistics to the backward kernel, which recomputes every
   tile and accumulates ``dq`` (and, on the transposed problem, ``dk``) without atomics.
 
+Work: the forward pass computes each tile once (``2 B N D`` FLOPs) and yields both directions'
+statistics; the backward recomputes each tile twice, once per gradient (``dq``: row blocks
+accumulate ``G k`` in registers; ``dk``: the same kernel on the transposed problem), ``8 B N D``
+FLOPs -- ``10 B N D`` in all, 25% above the minimal ``8 B N D`` schedule, which would accumulate
+one of the two gradients across programs with float32 atomics (``(B / BLOCK_M) N D`` of them,
+1.7e10 at B = 65536, D = 512) and lose determinism.  Memory: the inputs' normalised copies, the
+gradients, and ``16 P N`` bytes of per-program column statistics (``P`` = 2 x the SM count).
+
 Precision: the kernels multiply the inputs in their own dtype (bf16/fp16 tensor cores; float32
 as IEEE, or TF32 when ``torch.backends.cuda.matmul.allow_tf32`` is set) and accumulate in
-float32; cosine inputs are normalised in float32 and rounded back to the input dtype.
+float32; cosine inputs are normalised in float32 and rounded back to the input dtype.  The
+backward rounds ``scale * dLoss/dlogits`` to the input dtype for the tensor cores; under float16
+it is first multiplied by a power of two (:func:`_gradient_factor`) so that small upstream
+gradients (a mean over a large batch) do not underflow.
 
 Determinism: the kernels use no atomics and reduce in a fixed order; two runs on one GPU give
 bit-identical results.
@@ -144,7 +155,7 @@ def _lse_forward(x: Tensor, y: Tensor, scale: Tensor, prob: _Problem, cols: bool
     k = _kernels()
     m, n, d = x.shape[0], y.shape[0], x.shape[1]
     opts = _launch_options("fwd")
-    programs = _num_programs(triton_cdiv(m, opts["BLOCK_M"]), x.device)
+    programs = _num_programs(_cdiv(m, opts["BLOCK_M"]), x.device)
     f32 = dict(dtype=torch.float32, device=x.device)
     row = [torch.empty(m, **f32) for _ in range(3)]
     p_cols = programs if cols else 1
@@ -165,7 +176,7 @@ def _lse_forward(x: Tensor, y: Tensor, scale: Tensor, prob: _Problem, cols: bool
     return row, [col_lse, col_psum.sum(0), col_cnt.sum(0)]
 
 
-def triton_cdiv(a: int, b: int) -> int:
+def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
@@ -184,7 +195,7 @@ def _backward_rows(
     k = _kernels()
     m, n, d = x.shape[0], y.shape[0], x.shape[1]
     opts = _launch_options("bwd")
-    grid = (triton_cdiv(m, opts["BLOCK_M"]), triton_cdiv(d, opts["BLOCK_DOUT"]))
+    grid = (_cdiv(m, opts["BLOCK_M"]), _cdiv(d, opts["BLOCK_DOUT"]))
     dx = torch.empty(m, d, dtype=torch.float32, device=x.device)
     d_scale = torch.zeros(grid[0], dtype=torch.float32, device=x.device)
     d_bias = torch.zeros_like(d_scale)
@@ -266,7 +277,7 @@ class _FusedSigmoid(torch.autograd.Function):
         m, n, d = q.shape[0], k.shape[0], q.shape[1]
         opts = _launch_options("fwd")
         rows = torch.empty(m, dtype=torch.float32, device=q.device)
-        kern._sigmoid_fwd[(triton_cdiv(m, opts["BLOCK_M"]),)](
+        kern._sigmoid_fwd[(_cdiv(m, opts["BLOCK_M"]),)](
             q, k, prob.x_labels, prob.y_labels, scale, bias, rows,
             m, n, d, q.stride(0), k.stride(0),
             PAIRING=prob.pairing, EXCLUDE_SELF=prob.exclude_self,
