@@ -31,6 +31,7 @@ from torch import nn
 import contrastkit.distributed as cdist
 from contrastkit.functional import info_nce, nt_xent, siglip, supcon
 from contrastkit.losses import InfoNCE
+from contrastkit.negatives import NegativeQueue, sycon_loss
 from contrastkit.training import grad_cache_step
 
 TOL = 1e-6
@@ -274,6 +275,22 @@ def _exactness(rank: int, world: int, out: dict) -> None:
         out,
         "nt_xent-3-views",
     )
+    _compare(
+        lambda z, zp, p, h, negatives, **kw: sycon_loss(
+            z, zp, p, predicted=h, negatives=negatives, temperature=0.3, **kw
+        ),
+        {
+            "z": (q, qs, True),
+            "zp": (qb, qs, True),
+            "p": (randn(B, d), qs, True),
+            "h": (randn(B, d), qs, True),
+            "negatives": (randn(3, d), "shared", True),
+        },
+        world,
+        rank,
+        out,
+        "sycon",
+    )
     feats = randn(B, 2, d)
     _compare(
         lambda features, **kw: supcon(features, **kw),
@@ -425,14 +442,36 @@ def _dead(rank: int, world: int, out: dict) -> None:
     out["dead seconds"] = time.monotonic() - start
 
 
+def _queue(rank: int, world: int, out: dict) -> None:
+    """Every rank enqueues every rank's keys in rank order; wrap-around drops nothing."""
+    queue = NegativeQueue(9, 2, labels=True, distributed=True)
+    pushed = []
+    for step in range(3):
+        sizes = [2 + (r + step) % 3 for r in range(world)]
+        batch = [
+            torch.full((n, 2), 100.0 * step + 10 * r) + torch.arange(n)[:, None]
+            for r, n in enumerate(sizes)
+        ]
+        labels = [torch.full((n,), r) for r, n in enumerate(sizes)]
+        snap = queue(batch[rank], labels[rank])
+        expect = torch.cat(pushed)[-9:] if pushed else torch.zeros(0, 2)
+        out.setdefault("queue", []).append(
+            torch.equal(snap.negatives, expect) and len(snap.labels) == len(expect)
+        )
+        pushed += batch
+    out["queue state"] = {k: v.clone() for k, v in queue.state_dict().items()}
+
+
 def _two(rank: int, world: int, out: dict) -> None:
     _exactness(rank, world, out)
+    _queue(rank, world, out)
     _ddp(rank, world, out)
     _faults(rank, world, out)
 
 
 def _four(rank: int, world: int, out: dict) -> None:
     _exactness(rank, world, out)
+    _queue(rank, world, out)
     _dead(rank, world, out)
 
 
@@ -442,7 +481,7 @@ SCENARIOS = {"two": _two, "four": _four}
 # -- the tests ---------------------------------------------------------------------------------
 def _check_exactness(results: list[dict], world: int) -> None:
     names = [k for k, v in results[0].items() if isinstance(v, dict) and "loss" in v]
-    assert len(names) == 15
+    assert len(names) == 16
     for name in names:
         losses = {res[name]["loss"] for res in results}
         assert len(losses) == 1, f"{name}: ranks disagree on the loss: {losses}"
@@ -463,10 +502,20 @@ def test_two_ranks_match_one_process(two_ranks):
 def test_four_ranks_match_one_process_and_a_dead_rank_fails_fast():
     results = _spawn("four", 4)
     _check_exactness(results, 4)
+    for res in results:
+        assert res["queue"] == [True, True, True]
+        assert torch.equal(res["queue state"]["keys"], results[0]["queue state"]["keys"])
     for r in range(3):
         assert "CollectiveError" in results[r]["dead"], results[r]["dead"]
         assert "rank" in results[r]["dead"] and "of 4" in results[r]["dead"]
         assert results[r]["dead seconds"] < 5.0 + 3.0
+
+
+def test_distributed_queue_same_on_every_rank(two_ranks):
+    for res in two_ranks:
+        assert res["queue"] == [True, True, True]
+        for name, value in res["queue state"].items():
+            assert torch.equal(value, two_ranks[0]["queue state"][name])
 
 
 def test_ddp_two_steps_equal_one_process(two_ranks):
