@@ -1,0 +1,162 @@
+"""GradCache benchmark: peak memory and time of one training step of a dual-tower text encoder.
+
+Compares, on the same model and data:
+
+- ``small``: a plain step at the chunk size (B = 256): the memory GradCache should stay near;
+- ``full``: a plain step at the full batch (B = 4096), one graph through the whole batch;
+- ``gradcache``: a GradCache step at B = 4096 in chunks of 256.
+
+Each configuration runs in its own process.  Peak memory is the process's peak resident memory
+during the measured step (``VmHWM`` after resetting it through ``/proc/self/clear_refs``) minus
+its resident memory before the model and the data were created, so it counts parameters,
+gradients, inputs, activations and the loss, like ``torch.cuda.max_memory_allocated`` on a GPU.
+Large allocations are forced to ``mmap`` (``MALLOC_MMAP_THRESHOLD_``) so that freed memory is
+returned and the peak is not inflated by the allocator's cache.  On CUDA the script uses
+``torch.cuda.max_memory_allocated`` instead.  Time: one more process alternates full-batch and
+GradCache steps ``--repeats`` times (so that a change of machine load hits both) and reports the
+best time of each and the median of the per-pair ratios.
+
+Usage::
+
+    python benchmarks/bench_gradcache.py                      # B=4096, chunks of 256, CPU
+    python benchmarks/bench_gradcache.py --batch 1024 --chunk 128 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from torch import nn
+
+
+class TextTower(nn.Module):
+    """A small transformer text encoder: token embedding, ``layers`` encoder layers, mean pool,
+    projection."""
+
+    def __init__(self, vocab: int, width: int, layers: int, heads: int, out: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout=0.1, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.proj = nn.Linear(width, out)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.encoder(self.embed(tokens)).mean(dim=1))
+
+
+def _status(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(field)
+
+
+def worker(args: argparse.Namespace) -> dict:
+    from contrastkit.losses import InfoNCE
+    from contrastkit.training import grad_cache_step
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    torch.ones(64, 64) @ torch.ones(64, 64)  # start the thread pool before the baseline
+    base = torch.cuda.memory_allocated() / 2**20 if cuda else _status("VmRSS")
+    torch.manual_seed(0)
+    towers = [
+        TextTower(args.vocab, args.width, args.layers, args.heads, args.dim).to(device)
+        for _ in range(2)
+    ]
+    loss_fn = InfoNCE(0.05, symmetric=True, learnable_temperature=True).to(device)
+    params = [p for m in (*towers, loss_fn) for p in m.parameters()]
+    batch = args.chunk if args.mode == "small" else args.batch
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, args.vocab, (batch, args.seq), generator=g).to(device)
+    y = torch.randint(0, args.vocab, (batch, args.seq), generator=g).to(device)
+
+    def step(mode: str) -> float:
+        for p in params:
+            p.grad = None
+        start = time.perf_counter()
+        if mode == "gradcache":
+            grad_cache_step(towers, [x, y], loss_fn, args.chunk)
+        else:
+            loss_fn(towers[0](x), towers[1](y)).backward()
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    result = {"mode": args.mode, "batch": batch, "params": sum(p.numel() for p in params)}
+    if args.mode == "time":  # full and GradCache steps interleaved: load changes hit both
+        times: dict[str, list[float]] = {"full": [], "gradcache": []}
+        for _ in range(args.repeats):
+            for mode in times:
+                times[mode].append(step(mode))
+        result.update({f"time_{m}": min(t) for m, t in times.items()})
+        result["ratios"] = [g / f for f, g in zip(times["full"], times["gradcache"], strict=True)]
+        return result
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    result["time_s"] = step(args.mode)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _status("VmHWM")
+    result["peak_mb"] = peak - base
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--seq", type=int, default=64)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=1000)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--mode", choices=["small", "full", "gradcache", "time"], help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.mode:
+        print(json.dumps(worker(args)))
+        return
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    results = {}
+    for mode in ("small", "gradcache", "full", "time"):
+        cmd = [sys.executable, __file__, "--mode", mode] + [
+            f"--{k}={v}" for k, v in vars(args).items() if k != "mode"
+        ]
+        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+        results[mode] = r = json.loads(out.strip().splitlines()[-1])
+        if mode != "time":
+            print(f"{mode:>9}  B={r['batch']:<5}  peak {r['peak_mb']:8.1f} MB")
+    small, gc, full, t = (results[m] for m in ("small", "gradcache", "full", "time"))
+    ratio = statistics.median(t["ratios"])
+    print(
+        f"time (best of {args.repeats}, interleaved): full B={args.batch} {t['time_full']:.2f} s, "
+        f"GradCache {t['time_gradcache']:.2f} s; median ratio {ratio:.2f}"
+    )
+    print(
+        f"params {small['params'] / 1e6:.2f}M; GradCache B={args.batch}/chunk {args.chunk}: "
+        f"memory {gc['peak_mb'] / small['peak_mb']:.2f}x the B={args.chunk} step "
+        f"({gc['peak_mb'] / full['peak_mb']:.2f}x the full B={args.batch} step), "
+        f"time {ratio:.2f}x the full B={args.batch} step"
+    )
+
+
+if __name__ == "__main__":
+    main()
