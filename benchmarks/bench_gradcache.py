@@ -12,9 +12,10 @@ its resident memory before the model and the data were created, so it counts par
 gradients, inputs, activations and the loss, like ``torch.cuda.max_memory_allocated`` on a GPU.
 Large allocations are forced to ``mmap`` (``MALLOC_MMAP_THRESHOLD_``) so that freed memory is
 returned and the peak is not inflated by the allocator's cache.  On CUDA the script uses
-``torch.cuda.max_memory_allocated`` instead.  Time: one more process alternates full-batch and
-GradCache steps ``--repeats`` times (so that a change of machine load hits both) and reports the
-best time of each and the median of the per-pair ratios.
+``torch.cuda.max_memory_allocated`` instead.  Time: one more process (default allocator)
+alternates full-batch and GradCache steps ``--repeats`` times, so that a change of machine load
+hits both, and reports the best wall and CPU time of each and the per-pair ratios (the CPU time of
+a one-thread run is the least sensitive to other processes on a shared machine).
 
 Usage::
 
@@ -40,11 +41,13 @@ class TextTower(nn.Module):
     """A small transformer text encoder: token embedding, ``layers`` encoder layers, mean pool,
     projection."""
 
-    def __init__(self, vocab: int, width: int, layers: int, heads: int, out: int) -> None:
+    def __init__(
+        self, vocab: int, width: int, layers: int, heads: int, out: int, dropout: float
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
         layer = nn.TransformerEncoderLayer(
-            width, heads, 4 * width, dropout=0.1, batch_first=True, norm_first=True
+            width, heads, 4 * width, dropout=dropout, batch_first=True, norm_first=True
         )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.proj = nn.Linear(width, out)
@@ -72,7 +75,9 @@ def worker(args: argparse.Namespace) -> dict:
     base = torch.cuda.memory_allocated() / 2**20 if cuda else _status("VmRSS")
     torch.manual_seed(0)
     towers = [
-        TextTower(args.vocab, args.width, args.layers, args.heads, args.dim).to(device)
+        TextTower(args.vocab, args.width, args.layers, args.heads, args.dim, args.dropout).to(
+            device
+        )
         for _ in range(2)
     ]
     loss_fn = InfoNCE(0.05, symmetric=True, learnable_temperature=True).to(device)
@@ -82,33 +87,36 @@ def worker(args: argparse.Namespace) -> dict:
     x = torch.randint(0, args.vocab, (batch, args.seq), generator=g).to(device)
     y = torch.randint(0, args.vocab, (batch, args.seq), generator=g).to(device)
 
-    def step(mode: str) -> float:
+    def step(mode: str) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of this process) of one step."""
         for p in params:
             p.grad = None
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if mode == "gradcache":
             grad_cache_step(towers, [x, y], loss_fn, args.chunk)
         else:
             loss_fn(towers[0](x), towers[1](y)).backward()
         if cuda:
             torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
     result = {"mode": args.mode, "batch": batch, "params": sum(p.numel() for p in params)}
     if args.mode == "time":  # full and GradCache steps interleaved: load changes hit both
-        times: dict[str, list[float]] = {"full": [], "gradcache": []}
+        times: dict[str, list[tuple[float, float]]] = {"full": [], "gradcache": []}
         for _ in range(args.repeats):
             for mode in times:
                 times[mode].append(step(mode))
-        result.update({f"time_{m}": min(t) for m, t in times.items()})
-        result["ratios"] = [g / f for f, g in zip(times["full"], times["gradcache"], strict=True)]
+        for i, kind in enumerate(("wall", "cpu")):
+            result.update({f"{kind}_{m}": min(t[i] for t in ts) for m, ts in times.items()})
+            pairs = zip(times["full"], times["gradcache"], strict=True)
+            result[f"{kind}_ratios"] = [g[i] / f[i] for f, g in pairs]
         return result
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     else:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-    result["time_s"] = step(args.mode)
+    result["time_s"] = step(args.mode)[0]
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _status("VmHWM")
     result["peak_mb"] = peak - base
     return result
@@ -124,6 +132,7 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=1000)
     parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -140,16 +149,19 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--mode", mode] + [
             f"--{k}={v}" for k, v in vars(args).items() if k != "mode"
         ]
-        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+        run_env = env if mode != "time" else os.environ  # time with the default allocator
+        out = subprocess.run(cmd, env=run_env, check=True, capture_output=True, text=True).stdout
         results[mode] = r = json.loads(out.strip().splitlines()[-1])
         if mode != "time":
             print(f"{mode:>9}  B={r['batch']:<5}  peak {r['peak_mb']:8.1f} MB")
     small, gc, full, t = (results[m] for m in ("small", "gradcache", "full", "time"))
-    ratio = statistics.median(t["ratios"])
-    print(
-        f"time (best of {args.repeats}, interleaved): full B={args.batch} {t['time_full']:.2f} s, "
-        f"GradCache {t['time_gradcache']:.2f} s; median ratio {ratio:.2f}"
-    )
+    for kind in ("wall", "cpu"):
+        print(
+            f"{kind} time (best of {args.repeats}, interleaved): full B={args.batch} "
+            f"{t[f'{kind}_full']:.2f} s, GradCache {t[f'{kind}_gradcache']:.2f} s; "
+            f"per-pair ratios {', '.join(f'{r:.2f}' for r in t[f'{kind}_ratios'])}"
+        )
+    ratio = statistics.median(t["wall_ratios"])
     print(
         f"params {small['params'] / 1e6:.2f}M; GradCache B={args.batch}/chunk {args.chunk}: "
         f"memory {gc['peak_mb'] / small['peak_mb']:.2f}x the B={args.chunk} step "

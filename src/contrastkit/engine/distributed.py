@@ -101,7 +101,7 @@ def _global_reduce(rows: list[tuple[Tensor, Tensor]], reduction: str, group, wha
         return torch.cat([loss for loss, _ in rows])
     counts = D.all_reduce_sum(torch.stack([v.sum() for _, v in rows]), group=group, what="counts")
     counts = counts.tolist()
-    if reduction == "mean" and min(counts) == 0:
+    if min(counts) == 0:  # as the single-process loss: at least one row per direction
         raise ValueError(
             f"{what}: no row of the global batch has both a positive and a negative: check "
             "labels/positives"
