@@ -234,6 +234,18 @@ def _exactness(rank: int, world: int, out: dict) -> None:
             out,
             f"siglip-{engine}",
         )
+    for engine in ("auto", "streaming"):  # reduction="none": this rank's rows of the global rows
+        ref_rows = info_nce(q, k, labels=lab, key_labels=klab, reduction="none")
+        rows = info_nce(
+            _rows(q, qs, rank),
+            _rows(k, ks, rank),
+            labels=_rows(lab, qs, rank),
+            key_labels=_rows(klab, ks, rank),
+            reduction="none",
+            distributed=True,
+            engine=engine,
+        )
+        out[f"rows-none-{engine}"] = _rel(rows, _rows(ref_rows, qs, rank))
     soft = torch.rand(B, N, generator=g, dtype=F64) * (torch.rand(B, N, generator=g) < 0.3)
     soft[torch.arange(B), torch.arange(B)] = 1.0
     excl = torch.rand(B, N, generator=g) < 0.1
@@ -480,6 +492,8 @@ SCENARIOS = {"two": _two, "four": _four}
 
 # -- the tests ---------------------------------------------------------------------------------
 def _check_exactness(results: list[dict], world: int) -> None:
+    for res in results:
+        assert res["rows-none-auto"] <= TOL and res["rows-none-streaming"] <= TOL
     names = [k for k, v in results[0].items() if isinstance(v, dict) and "loss" in v]
     assert len(names) == 16
     for name in names:
