@@ -25,3 +25,8 @@ __all__ = [
     "set_finite_checks",
     "__version__",
 ]
+
+# -- multi-process training, gradient caching, negative sources (issue 4) ------------------------
+from contrastkit import distributed, negatives, training  # noqa: E402
+
+__all__ += ["distributed", "negatives", "training"]

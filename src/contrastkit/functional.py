@@ -129,6 +129,7 @@ def info_nce(
     margin: float = 0.0,
     reduction: str = "mean",
     engine: str = "auto",
+    distributed: bool = False,
 ) -> Tensor:
     r"""InfoNCE with one or many positives (van den Oord et al. 2018; CLIP, Radford et al. 2021;
     SupCon, Khosla et al. 2020; DCL, Yeh et al. 2022).
@@ -163,6 +164,11 @@ def info_nce(
         reduction: ``"mean"`` (over rows with a positive), ``"sum"``, or ``"none"`` for the
             per-row losses (``(B,)``, or ``(B + N,)`` when symmetric; rows with no positive give 0).
         engine: ``"auto"``, ``"dense"``, ``"streaming"`` or ``"fused"``.
+        distributed: contrast with the keys of every process of ``torch.distributed``: the
+            inputs are this rank's rows of the global batch (``positives``/``exclude`` are
+            ``(B_r, N_global)``), the result is the global batch's loss on every rank, and
+            gradients are scaled for DDP's averaging (see :mod:`contrastkit.engine.distributed`).
+            ``engine="streaming"`` exchanges key blocks in a ring instead of gathering them.
 
     Returns:
         The scalar loss in float32 (float64 for float64 inputs), or per-row losses.
@@ -184,6 +190,25 @@ def info_nce(
     check_choice("reduction", reduction, REDUCTIONS)
     check_finite_scalar("margin", margin)
     scale = _scale_from_temperature(temperature)
+    per_query, shared = _split_negatives(negatives, query)
+    spec = InfoNCESpec(similarity=similarity, variant=variant, decoupled=decoupled, margin=margin)
+    if distributed:  # cross-process negatives: contrastkit.engine.distributed
+        from contrastkit.engine import distributed as dist_engine
+
+        return dist_engine.info_nce(
+            query,
+            None if same_set else key,
+            labels=labels,
+            key_labels=key_labels,
+            positives=positives,
+            exclude=exclude,
+            negatives=(per_query, shared),
+            scale=scale,
+            spec=spec,
+            symmetric=symmetric,
+            reduction=reduction,
+            engine=engine,
+        )
     pairing = build_pairing(
         query.shape[0],
         key.shape[0],
@@ -194,8 +219,6 @@ def info_nce(
         exclude=exclude,
         exclude_self=same_set,
     )
-    per_query, shared = _split_negatives(negatives, query)
-    spec = InfoNCESpec(similarity=similarity, variant=variant, decoupled=decoupled, margin=margin)
     eng = select_engine(engine, query, key)
     rows = eng.infonce_rows(
         query, key, pairing, scale, spec, per_query, shared, both_directions=symmetric
@@ -335,6 +358,7 @@ def nt_xent(
     temperature: float | Tensor = 0.5,
     similarity: str = "cosine",
     engine: str = "auto",
+    distributed: bool = False,
 ) -> Tensor:
     r"""NT-Xent, SimCLR's loss (Chen et al. 2020), over two or more views.
 
@@ -351,6 +375,7 @@ def nt_xent(
         views: two or more ``(N, D)`` tensors; row ``n`` of every view is the same sample.
         temperature: :math:`\tau > 0`.
         similarity: as in :func:`info_nce`.
+        distributed: every rank's samples are anchors and negatives (see :func:`info_nce`).
 
     Example:
         >>> import torch
@@ -366,7 +391,12 @@ def nt_xent(
         if v.shape[0] != n:
             raise ValueError(f"views[{i}] has {v.shape[0]} rows but views[0] has {n}")
     check_same_dim([f"views[{i}]" for i in range(len(views))], views)
-    sample = torch.arange(n, device=views[0].device).repeat(2)
+    offset = 0
+    if distributed:  # global sample ids: rows of other ranks are other samples
+        from contrastkit.distributed import row_offset
+
+        offset = row_offset(n)[0]
+    sample = (offset + torch.arange(n, device=views[0].device)).repeat(2)
     losses = [
         info_nce(
             torch.cat([a, b]),
@@ -374,6 +404,7 @@ def nt_xent(
             temperature=temperature,
             similarity=similarity,
             engine=engine,
+            distributed=distributed,
         )
         for a, b in itertools.combinations(views, 2)
     ]
@@ -388,6 +419,7 @@ def supcon(
     variant: str = "out",
     similarity: str = "cosine",
     engine: str = "auto",
+    distributed: bool = False,
 ) -> Tensor:
     r"""Supervised contrastive loss (Khosla et al. 2020), ``L^sup_out`` or ``L^sup_in``.
 
@@ -407,6 +439,8 @@ def supcon(
         labels: ``(B,)`` integer classes, or ``None``.
         temperature: :math:`\tau > 0`.
         variant: ``"out"`` (the paper's recommendation) or ``"in"``.
+        distributed: every rank's embeddings are anchors, positives and negatives (see
+            :func:`info_nce`); ``labels`` are this rank's.
 
     Example:
         >>> import torch
@@ -419,7 +453,12 @@ def supcon(
     features = check_embeddings("features", features, ndim=3)
     b, v, _ = features.shape
     if labels is None:
-        labels = torch.arange(b, device=features.device)
+        offset = 0
+        if distributed:  # global sample ids
+            from contrastkit.distributed import row_offset
+
+            offset = row_offset(b)[0]
+        labels = offset + torch.arange(b, device=features.device)
     labels = check_labels("labels", labels, b, features.device)
     z = features.transpose(0, 1).reshape(v * b, -1)
     return info_nce(
@@ -429,6 +468,7 @@ def supcon(
         variant=variant,
         similarity=similarity,
         engine=engine,
+        distributed=distributed,
     )
 
 
@@ -444,6 +484,7 @@ def siglip(
     exclude: Tensor | None = None,
     similarity: str = "cosine",
     engine: str = "auto",
+    distributed: bool = False,
 ) -> Tensor:
     r"""The pairwise sigmoid loss of SigLIP (Zhai et al. 2023).
 
@@ -460,6 +501,8 @@ def siglip(
         scale: :math:`t` (a float or a scalar tensor; SigLIP learns it as ``log t``).
         bias: :math:`b`.
         labels, key_labels, positives, exclude: the pairing, as in :func:`info_nce`.
+        distributed: the global batch's loss over every rank's pairs (see :func:`info_nce`);
+            ``engine="streaming"`` exchanges key blocks in a ring, as the paper's chunked loss.
 
     Example:
         >>> import torch
@@ -475,6 +518,25 @@ def siglip(
     if positives is not None and positives.is_floating_point():
         if bool((positives > 1).any()):
             raise ValueError("positives (soft targets) for the sigmoid loss must lie in [0, 1]")
+    if isinstance(scale, Tensor):
+        scale = scale.reshape(())
+    if isinstance(bias, Tensor):
+        bias = bias.reshape(())
+    if distributed:  # cross-process pairs: contrastkit.engine.distributed
+        from contrastkit.engine import distributed as dist_engine
+
+        return dist_engine.siglip(
+            query,
+            key,
+            labels=labels,
+            key_labels=key_labels,
+            positives=positives,
+            exclude=exclude,
+            scale=scale,
+            bias=bias,
+            similarity=similarity,
+            engine=engine,
+        )
     pairing = build_pairing(
         query.shape[0],
         key.shape[0],
@@ -484,10 +546,6 @@ def siglip(
         positives=positives,
         exclude=exclude,
     )
-    if isinstance(scale, Tensor):
-        scale = scale.reshape(())
-    if isinstance(bias, Tensor):
-        bias = bias.reshape(())
     eng = select_engine(engine, query, key)
     rows = eng.sigmoid_rows(query, key, pairing, scale, bias, similarity)
     return rows.sum() / query.shape[0]

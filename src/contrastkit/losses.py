@@ -43,6 +43,8 @@ class InfoNCE(nn.Module):
         learnable_temperature: learn :math:`\log(1/\tau)` as the parameter ``logit_scale``,
             clamped to ``max_scale`` (100).
         similarity, variant, decoupled, margin, engine: see the functional form.
+        distributed: contrast with every ``torch.distributed`` rank's keys; the loss is the
+            global batch's (see :mod:`contrastkit.engine.distributed`).
 
     Example:
         >>> import torch
@@ -67,9 +69,11 @@ class InfoNCE(nn.Module):
         margin: float = 0.0,
         max_scale: float = 100.0,
         engine: str = "auto",
+        distributed: bool = False,
     ) -> None:
         super().__init__()
         self.logit_scale = LogitScale(temperature, learnable_temperature, max_scale)
+        self.distributed = bool(distributed)
         self.symmetric = bool(symmetric)
         self.similarity = check_choice("similarity", similarity, SIMILARITIES)
         self.variant = check_choice("variant", variant, VARIANTS)
@@ -109,12 +113,14 @@ class InfoNCE(nn.Module):
             decoupled=self.decoupled,
             margin=self.margin,
             engine=self.engine,
+            distributed=self.distributed,
         )
 
     def extra_repr(self) -> str:
         return (
             f"symmetric={self.symmetric}, similarity={self.similarity!r}, "
             f"variant={self.variant!r}, decoupled={self.decoupled}, margin={self.margin}"
+            + (", distributed=True" if self.distributed else "")
         )
 
 
@@ -130,10 +136,16 @@ class NTXent(nn.Module):
     """
 
     def __init__(
-        self, temperature: float = 0.5, *, similarity: str = "cosine", engine: str = "auto"
+        self,
+        temperature: float = 0.5,
+        *,
+        similarity: str = "cosine",
+        engine: str = "auto",
+        distributed: bool = False,
     ) -> None:
         super().__init__()
         self.logit_scale = LogitScale(temperature)
+        self.distributed = bool(distributed)
         self.similarity = check_choice("similarity", similarity, SIMILARITIES)
         self.engine = check_choice("engine", engine, ENGINE_NAMES)
 
@@ -143,6 +155,7 @@ class NTXent(nn.Module):
             temperature=self.logit_scale.temperature,
             similarity=self.similarity,
             engine=self.engine,
+            distributed=self.distributed,
         )
 
 
@@ -165,9 +178,11 @@ class SupCon(nn.Module):
         *,
         similarity: str = "cosine",
         engine: str = "auto",
+        distributed: bool = False,
     ) -> None:
         super().__init__()
         self.logit_scale = LogitScale(temperature)
+        self.distributed = bool(distributed)
         self.variant = check_choice("variant", variant, VARIANTS)
         self.similarity = check_choice("similarity", similarity, SIMILARITIES)
         self.engine = check_choice("engine", engine, ENGINE_NAMES)
@@ -180,6 +195,7 @@ class SupCon(nn.Module):
             variant=self.variant,
             similarity=self.similarity,
             engine=self.engine,
+            distributed=self.distributed,
         )
 
 
@@ -208,6 +224,7 @@ class SigLIP(nn.Module):
         *,
         similarity: str = "cosine",
         engine: str = "auto",
+        distributed: bool = False,
     ) -> None:
         super().__init__()
         if not init_scale > 0:
@@ -222,6 +239,7 @@ class SigLIP(nn.Module):
             self.register_buffer("bias", bias)
         self.similarity = check_choice("similarity", similarity, SIMILARITIES)
         self.engine = check_choice("engine", engine, ENGINE_NAMES)
+        self.distributed = bool(distributed)
 
     def forward(
         self,
@@ -244,4 +262,5 @@ class SigLIP(nn.Module):
             exclude=exclude,
             similarity=self.similarity,
             engine=self.engine,
+            distributed=self.distributed,
         )
