@@ -65,6 +65,7 @@ class _RowWindow:
     pairing: Pairing
     r0: int
     r1: int
+    kind: str = "window"  # never "diagonal": the dense engine's diagonal fast path does not apply
 
     def dense(self, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor | None]:
         return self.pairing.tile(self.r0, self.r1, 0, self.pairing.num_keys, dtype)
