@@ -289,9 +289,10 @@ def _soft_topk_logits(x: Tensor, k: int | Tensor, alpha: float, n_iter: int) -> 
             hi = torch.where(below, hi, mid)
         t = (lo + hi) / 2
         sig = torch.sigmoid(alpha * (x + t))
-        v_sum = (alpha * sig * (1 - sig)).sum(1, keepdim=True)
-    # one Newton step on t: the value stays t (to solver precision); dt/dx_j = -v_j / sum_l v_l
-    t = t - (torch.sigmoid(alpha * (x + t)).sum(1, keepdim=True) - kk) / v_sum
+        v_sum = (alpha * sig * (1 - sig)).sum(1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    # a term worth 0 whose gradient is the implicit one: dt/dx_j = -v_j / sum_l v_l
+    sig_sum = torch.sigmoid(alpha * (x + t)).sum(1, keepdim=True)
+    t = t - (sig_sum - sig_sum.detach()) / v_sum
     return alpha * (x + t)
 
 
@@ -301,7 +302,7 @@ def soft_topk(scores: Tensor, k: int | Tensor, *, alpha: float = 1.0, n_iter: in
 
     :math:`t` is found by bisection (not differentiated); the gradient is the implicit one,
     :math:`\partial p_i / \partial x_j = v_i (\delta_{ij} - v_j / \sum_l v_l)`,
-    :math:`v = \alpha\sigma'(\alpha(x+t))`, obtained through one Newton step on :math:`t`.
+    :math:`v = \alpha\sigma'(\alpha(x+t))`, carried by a zero-valued term.
 
     Args:
         scores: ``(B, N)``.
