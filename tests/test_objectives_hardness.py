@@ -179,6 +179,19 @@ def test_hard_negative_info_nce_matches_hcl(seed, beta, tau_plus):
     )
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_hardness_weighted_supervised_negatives_match_coco(seed):
+    """CoCo: a supervised contrastive loss (label positives) that up-weights hard negatives,
+    written as HCL's importance weighting over the negatives of each labelled anchor."""
+    (z,) = leaves((9, 4), seed=seed)
+    y = torch.tensor([0, 1, 0, 1, 0, 2, 2, 1, 2])
+    assert_matches(
+        lambda z: H.hard_negative_info_nce(z, labels=y, beta=1.5, temperature=0.2),
+        lambda z: hcl_ref(z, y, 1.5, 0.0, 0.2),
+        [z],
+    )
+
+
 def test_hcl_clamp_is_exercised_and_beta_zero_is_infonce():
     (z,) = leaves((8, 3), seed=9)
     ids = torch.arange(4).repeat(2)

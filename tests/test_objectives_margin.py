@@ -317,6 +317,41 @@ def test_quadruplet_matches_paper(seed, kind):
     )
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_quadruplet_cross_modal_matches_cdmlmr(seed):
+    """CDMLMR: image anchors against text positives / negatives, the second negative pair
+    (image l, text k) of two classes both differing from the anchor's."""
+    img, txt = leaves((6, 3), (7, 3), seed=seed)
+    yi = labels_for(6, seed, classes=4)
+    yt = labels_for(7, seed + 50, classes=4)
+
+    def ref(img, txt):
+        terms = []
+        for a in range(6):
+            pos = [dist(img[a], txt[j], "sq_euclidean") for j in range(7) if yt[j] == yi[a]]
+            neg = [dist(img[a], txt[j], "sq_euclidean") for j in range(7) if yt[j] != yi[a]]
+            pairs = [
+                dist(img[l], txt[k], "sq_euclidean")
+                for l in range(6)
+                for k in range(7)
+                if yi[l] != yt[k] and yi[l] != yi[a] and yt[k] != yi[a]
+            ]
+            if not pos or not neg or not pairs:
+                continue
+            dap = max(pos, key=val)
+            terms.append(
+                torch.clamp(dap - min(neg, key=val) + 1.0, min=0.0)
+                + torch.clamp(dap - min(pairs, key=val) + 0.5, min=0.0)
+            )
+        return sum(terms) / len(terms)
+
+    assert_matches(
+        lambda i, t: M.quadruplet_loss(i, t, labels=yi, key_labels=yt, margin=1.0, margin2=0.5),
+        ref,
+        [img, txt],
+    )
+
+
 # ---------------------------------------------------------------------------- Hadsell
 @pytest.mark.parametrize("seed", SEEDS)
 def test_pair_contrastive_matches_paper(seed):
