@@ -32,7 +32,7 @@ from contrastkit._validation import (
 )
 from contrastkit.functional import REDUCTIONS, _reduce, build_pairing, info_nce
 from contrastkit.objectives.infonce import masked_fill_value
-from contrastkit.similarity import pairwise_similarity, prepare, rowwise_similarity
+from contrastkit.similarity import compute_dtype, pairwise_similarity, prepare, rowwise_similarity
 
 __all__ = [
     "nt_xent_am",
@@ -184,7 +184,7 @@ def circle_loss_scores(
     check_choice("reduction", reduction, REDUCTIONS)
     check_finite_scalar("margin", margin)
     check_positive_scalar("gamma", gamma)
-    s = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    s = scores.to(compute_dtype(scores.dtype))
     keep = torch.ones_like(positives) if exclude is None else ~exclude
     pos = positives & keep
     neg = ~positives & keep
@@ -641,7 +641,7 @@ def sequence_log_likelihood(
     targets = check_tensor("targets", targets)
     if targets.shape != logits.shape[:2] or targets.is_floating_point():
         raise ValueError(f"targets must be integer of shape {tuple(logits.shape[:2])}")
-    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    logp = torch.log_softmax(logits.to(compute_dtype(logits.dtype)), dim=-1)
     tok = logp.gather(-1, targets[..., None].long()).squeeze(-1)
     if mask is not None:
         mask = _check_mask("mask", mask, targets.shape)
@@ -690,7 +690,7 @@ def corrupted_margin_loss(
             f"corrupted must be ({original.shape[0]},) or ({original.shape[0]}, K), "
             f"got {tuple(corrupted.shape)}"
         )
-    dtype = torch.promote_types(original.dtype, torch.float32)
+    dtype = compute_dtype(original.dtype)
     gap = original.to(dtype)[:, None] - corrupted.to(dtype)
     loss = (margin - gap).clamp_min(0.0).mean(dim=1)
     return _reduce([(loss, torch.ones_like(loss, dtype=torch.bool))], reduction, "input")

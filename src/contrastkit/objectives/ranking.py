@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from contrastkit._validation import check_choice, check_positive_scalar, check_tensor
 from contrastkit.functional import REDUCTIONS, _reduce
 from contrastkit.objectives.infonce import masked_fill_value
+from contrastkit.similarity import compute_dtype
 
 __all__ = [
     "mann_whitney_loss",
@@ -60,7 +61,7 @@ def _scores(name: str, x: object, ndim: int = 2) -> Tensor:
     if x.dim() != ndim or x.numel() == 0:
         shape = "(B, N)" if ndim == 2 else "(N,)"
         raise ValueError(f"{name} must be a non-empty {shape} tensor, got {tuple(x.shape)}")
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+    return x.to(compute_dtype(x.dtype))
 
 
 def _mask(name: str, m: object, shape: torch.Size) -> Tensor:
@@ -399,7 +400,7 @@ def pointwise_rerank_loss(
     yes = check_tensor("yes_logits", yes_logits)
     if not yes.is_floating_point() or yes.numel() == 0:
         raise ValueError("yes_logits must be a non-empty float tensor")
-    z = yes.to(torch.promote_types(yes.dtype, torch.float32))
+    z = yes.to(compute_dtype(yes.dtype))
     if no_logits is not None:
         no = check_tensor("no_logits", no_logits)
         if no.shape != yes.shape:

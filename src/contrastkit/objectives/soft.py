@@ -34,7 +34,7 @@ from contrastkit._validation import (
 )
 from contrastkit.functional import _scale_from_temperature, info_nce
 from contrastkit.objectives.infonce import VARIANTS
-from contrastkit.similarity import SIMILARITIES, pairwise_similarity, prepare
+from contrastkit.similarity import SIMILARITIES, compute_dtype, pairwise_similarity, prepare
 
 __all__ = [
     "cwcl",
@@ -428,7 +428,7 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
         raise ValueError(f"targets must be float with shape {tuple(logits.shape)}")
     if bool((targets < 0).any()):
         raise ValueError("targets must be >= 0")
-    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
+    logp = torch.log_softmax(logits.to(compute_dtype(logits.dtype)), dim=1)
     return -(targets.detach().to(logp.dtype) * logp).sum(1).mean()
 
 
@@ -467,7 +467,7 @@ def self_distillation_loss(
             f"got {tuple(teacher_logits.shape)}"
         )
     with torch.no_grad():
-        t = teacher_logits.to(torch.promote_types(teacher_logits.dtype, torch.float32))
+        t = teacher_logits.to(compute_dtype(teacher_logits.dtype))
         if center is not None:
             center = check_tensor("center", center)
             if tuple(center.shape) not in ((t.shape[-1],), (1, t.shape[-1])):
