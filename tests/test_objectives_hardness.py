@@ -578,3 +578,27 @@ def test_bad_inputs_raise():
         H.isogclr(q, k, -torch.ones(4), torch.ones(4), torch.zeros(4), torch.zeros(4))
     with pytest.raises(TypeError, match="key"):
         H.focal_sigmoid_loss(q, "k")
+
+
+def test_learnable_temperature_and_bias_gradients_match_reference():
+    q, k = leaves((4, 3), (4, 3), seed=40)
+    tau = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor(-0.5, dtype=torch.float64, requires_grad=True)
+    assert_matches(
+        lambda q, k, t: H.focal_info_nce(q, k, gamma=2.0, temperature=t, symmetric=True),
+        lambda q, k, t: focal_ref(q, k, 2.0, t, True),
+        [q, k, tau],
+    )
+
+    def ref(q, k, t, b):
+        total = 0.0
+        for i in range(4):
+            for j in range(4):
+                x = cos(q[i], k[j]) / t + b
+                p = 1 / (1 + torch.exp(-x)) if i == j else 1 / (1 + torch.exp(x))
+                total = total - (1 - p) ** 2 * torch.log(p)
+        return total / 4
+
+    assert_matches(
+        lambda q, k, t, b: H.focal_sigmoid_loss(q, k, temperature=t, bias=b), ref, [q, k, tau, bias]
+    )

@@ -491,3 +491,13 @@ def test_bad_inputs_raise():
         M.circle_loss([[1.0]], labels=y)
     with pytest.raises(ValueError, match="NaN"):
         M.energy_hinge_loss(torch.full((2, 3), math.nan), torch.randn(2, 3))
+
+
+def test_nt_xent_am_learnable_temperature_gradient_matches_reference():
+    z1, z2 = leaves((4, 3), (4, 3), seed=42)
+    tau = torch.tensor(0.25, dtype=torch.float64, requires_grad=True)
+    assert_matches(
+        lambda a, b, t: M.nt_xent_am(a, b, temperature=t, margin=0.2),
+        lambda a, b, t: ntxent_am_ref(a, b, t, 0.2, True),
+        [z1, z2, tau],
+    )

@@ -485,3 +485,16 @@ def test_bad_inputs_raise():
         )
     with pytest.raises(ValueError, match="teacher_logits"):
         S.self_distillation_loss(q, torch.randn(4, 5))
+
+
+def test_cwcl_learnable_temperature_gradient_matches_reference():
+    q, k, f = leaves((4, 3), (4, 3), (4, 5), seed=41)
+    tau = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+
+    def ref(q, k, t):
+        w = [[(val(cos(f[i], f[j])) + 1) / 2 for j in range(4)] for i in range(4)]
+        u2v = sum(soft_ce_row([cos(q[i], k[j]) / t for j in range(4)], w[i]) for i in range(4))
+        v2u = sum(soft_ce_row([cos(k[j], q[i]) / t for i in range(4)], w[j]) for j in range(4))
+        return (u2v + v2u) / 8
+
+    assert_matches(lambda q, k, t: S.cwcl(q, k, frozen=f, temperature=t), ref, [q, k, tau])
