@@ -322,8 +322,10 @@ def test_cacr_matches_paper(seed, num_views):
 
 
 def test_cacr_gradcheck():
-    views = leaves((4, 3), (4, 3), (4, 3), seed=7)
-    assert torch.autograd.gradcheck(lambda *v: H.cacr(*v, tau_pos=1.0, tau_neg=2.0), views)
+    views = leaves((3, 3), (3, 3), (3, 3), seed=7)
+    assert torch.autograd.gradcheck(
+        lambda *v: H.cacr(*v, tau_pos=1.0, tau_neg=2.0), views, fast_mode=True
+    )
 
 
 # ---------------------------------------------------------------------------- MACL
