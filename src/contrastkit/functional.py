@@ -549,3 +549,102 @@ def siglip(
     eng = select_engine(engine, query, key)
     rows = eng.sigmoid_rows(query, key, pairing, scale, bias, similarity)
     return rows.sum() / query.shape[0]
+
+
+# --- issue 5 part A re-exports ---
+# MARGIN, HARD, SOFT and RANK objectives (contrastkit.objectives.{margin,hardness,soft,ranking}).
+from contrastkit.objectives.hardness import (  # noqa: E402
+    ISogCLROutput,
+    cacr,
+    focal_info_nce,
+    focal_sigmoid_loss,
+    hard_negative_info_nce,
+    isogclr,
+    macl,
+    negative_weighted_info_nce,
+    relative_penalties,
+    topk_hard_negatives,
+    topk_negatives_info_nce,
+)
+from contrastkit.objectives.margin import (  # noqa: E402
+    circle_loss,
+    circle_loss_scores,
+    corrupted_margin_loss,
+    energy_hinge_loss,
+    nt_xent_am,
+    pair_contrastive_loss,
+    promcse,
+    quadruplet_loss,
+    triplet_loss,
+)
+from contrastkit.objectives.ranking import (  # noqa: E402
+    cosent_loss,
+    cprd,
+    decoupled_softmax,
+    listwise_distillation,
+    listwise_rerank_loss,
+    mann_whitney_loss,
+    pair_score_distillation,
+    pearson_loss,
+    pointwise_rerank_loss,
+    soft_topk,
+    soft_topk_loss,
+)
+from contrastkit.objectives.soft import (  # noqa: E402
+    bag_info_nce,
+    best_alignment_consistency,
+    cosine_distillation_loss,
+    cwcl,
+    graph_info_nce,
+    momentum_distillation_itc,
+    one_to_k_info_nce,
+    self_distillation_loss,
+    soft_cross_entropy,
+)
+
+__all__ += [
+    # MARGIN
+    "nt_xent_am",
+    "circle_loss",
+    "circle_loss_scores",
+    "energy_hinge_loss",
+    "promcse",
+    "triplet_loss",
+    "quadruplet_loss",
+    "pair_contrastive_loss",
+    "corrupted_margin_loss",
+    # HARD
+    "focal_info_nce",
+    "focal_sigmoid_loss",
+    "hard_negative_info_nce",
+    "negative_weighted_info_nce",
+    "topk_hard_negatives",
+    "topk_negatives_info_nce",
+    "cacr",
+    "macl",
+    "relative_penalties",
+    "isogclr",
+    "ISogCLROutput",
+    # SOFT
+    "cwcl",
+    "momentum_distillation_itc",
+    "one_to_k_info_nce",
+    "graph_info_nce",
+    "bag_info_nce",
+    "soft_cross_entropy",
+    "self_distillation_loss",
+    "cosine_distillation_loss",
+    "best_alignment_consistency",
+    # RANK
+    "mann_whitney_loss",
+    "listwise_distillation",
+    "cprd",
+    "decoupled_softmax",
+    "soft_topk",
+    "soft_topk_loss",
+    "listwise_rerank_loss",
+    "pointwise_rerank_loss",
+    "cosent_loss",
+    "pearson_loss",
+    "pair_score_distillation",
+]

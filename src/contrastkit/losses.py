@@ -264,3 +264,90 @@ class SigLIP(nn.Module):
             engine=self.engine,
             distributed=self.distributed,
         )
+
+
+# --- issue 5 part A re-exports ---
+# nn.Module forms of the MARGIN, HARD, SOFT and RANK objectives.
+from contrastkit.objectives.hardness import (  # noqa: E402
+    CACR,
+    MACL,
+    FocalInfoNCE,
+    FocalSigmoidLoss,
+    HardNegativeInfoNCE,
+    ISogCLR,
+    NegativeWeightedInfoNCE,
+    TopKNegativesInfoNCE,
+)
+from contrastkit.objectives.margin import (  # noqa: E402
+    CircleLoss,
+    CorruptedMarginLoss,
+    NTXentAM,
+    PairContrastiveLoss,
+    PromCSELoss,
+    QuadrupletLoss,
+    TripletLoss,
+)
+from contrastkit.objectives.ranking import (  # noqa: E402
+    CoSENTLoss,
+    CPRDLoss,
+    DecoupledSoftmax,
+    ListwiseDistillation,
+    ListwiseRerankLoss,
+    MannWhitneyLoss,
+    PairScoreDistillation,
+    PearsonLoss,
+    PointwiseRerankLoss,
+    SoftTopKLoss,
+)
+from contrastkit.objectives.soft import (  # noqa: E402
+    CWCL,
+    BagInfoNCE,
+    BestAlignmentConsistency,
+    CosineDistillationLoss,
+    GraphInfoNCE,
+    MomentumDistillationITC,
+    OneToKInfoNCE,
+    SelfDistillationLoss,
+    SoftCrossEntropy,
+)
+
+__all__ += [
+    # MARGIN
+    "NTXentAM",
+    "CircleLoss",
+    "PromCSELoss",
+    "TripletLoss",
+    "QuadrupletLoss",
+    "PairContrastiveLoss",
+    "CorruptedMarginLoss",
+    # HARD
+    "FocalInfoNCE",
+    "FocalSigmoidLoss",
+    "HardNegativeInfoNCE",
+    "NegativeWeightedInfoNCE",
+    "TopKNegativesInfoNCE",
+    "CACR",
+    "MACL",
+    "ISogCLR",
+    # SOFT
+    "CWCL",
+    "MomentumDistillationITC",
+    "OneToKInfoNCE",
+    "GraphInfoNCE",
+    "BagInfoNCE",
+    "SoftCrossEntropy",
+    "SelfDistillationLoss",
+    "CosineDistillationLoss",
+    "BestAlignmentConsistency",
+    # RANK
+    "MannWhitneyLoss",
+    "ListwiseDistillation",
+    "CPRDLoss",
+    "DecoupledSoftmax",
+    "SoftTopKLoss",
+    "ListwiseRerankLoss",
+    "PointwiseRerankLoss",
+    "CoSENTLoss",
+    "PearsonLoss",
+    "PairScoreDistillation",
+]
