@@ -212,24 +212,36 @@ def _min_norm_exact(gram: Tensor) -> Tensor:
 
 
 def _min_norm_frank_wolfe(gram: Tensor, max_iter: int, tol: float) -> Tensor:
+    """Frank-Wolfe with away steps and exact line search (linear convergence on the simplex)."""
     n = gram.shape[0]
     a = torch.full((n,), 1.0 / n, dtype=gram.dtype)
     for _ in range(max_iter):
         ga = gram @ a
+        val = a @ ga
         t = int(ga.argmin())
-        v1, v12, v2 = a @ ga, ga[t], gram[t, t]
-        denom = v1 + v2 - 2 * v12
-        gamma = 1.0 if denom <= 0 else float(((v1 - v12) / denom).clamp(0, 1))
-        new = (1 - gamma) * a
-        new[t] += gamma
-        if float((new - a).abs().sum()) < tol:
-            return new
-        a = new
+        support = a > 0
+        s = int(torch.where(support, ga, -torch.inf).argmax())
+        gap_fw, gap_away = float(val - ga[t]), float(ga[s] - val)
+        if gap_fw <= tol:
+            break
+        if gap_fw >= gap_away:
+            d = -a.clone()
+            d[t] += 1.0
+            gamma_max = 1.0
+        else:
+            d = a.clone()
+            d[s] -= 1.0
+            gamma_max = float(a[s] / (1 - a[s])) if a[s] < 1 else 1.0
+        curv = float(d @ gram @ d)
+        slope = float(ga @ d)
+        gamma = gamma_max if curv <= 0 else min(max(-slope / curv, 0.0), gamma_max)
+        a = (a + gamma * d).clamp_min(0)
+        a = a / a.sum()
     return a
 
 
 def min_norm_weights(
-    grads: Sequence[Tensor], *, exact_max_tasks: int = 10, max_iter: int = 1000, tol: float = 1e-12
+    grads: Sequence[Tensor], *, exact_max_tasks: int = 10, max_iter: int = 10000, tol: float = 1e-14
 ) -> Tensor:
     r"""Weights of MGDA (Désidéri 2012; Sener & Koltun 2018): the point of the convex hull of the
     task gradients with the smallest norm::
@@ -239,7 +251,8 @@ def min_norm_weights(
     ``d = -sum_k alpha*_k g_k`` is a descent direction for every task unless the point is Pareto
     stationary (``d = 0``).  Two tasks have the closed form
     ``alpha_1 = clip((g_2 - g_1) . g_2 / ||g_1 - g_2||^2, 0, 1)``; up to ``exact_max_tasks`` the
-    quadratic program is solved exactly (every face of the simplex), beyond that by Frank-Wolfe.
+    quadratic program is solved exactly (every face of the simplex), beyond that by Frank-Wolfe
+    with away steps (stopping when the duality gap is below ``tol``).
 
     Args:
         grads: one gradient per task, any shape, same number of entries (flattened).
