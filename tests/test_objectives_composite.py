@@ -280,3 +280,17 @@ def test_min_norm_balancer_shared_representation_and_unused_params():
         K.min_norm_weights([])
     with pytest.raises(ValueError, match="same number of entries"):
         K.min_norm_weights([torch.ones(2), torch.ones(3)])
+
+
+def test_part_b_names_are_reexported():
+    import importlib
+
+    import contrastkit.functional as CF
+    import contrastkit.losses as CL
+
+    for name in ("geometry", "mixup", "token", "classification", "prototype", "composite"):
+        mod = importlib.import_module(f"contrastkit.objectives.{name}")
+        for public in mod.__all__:
+            home = CL if isinstance(getattr(mod, public), type) else CF
+            assert getattr(home, public) is getattr(mod, public), public
+            assert public in home.__all__, public

@@ -379,3 +379,113 @@ def siglip(
     eng = select_engine(engine, query, key)
     rows = eng.sigmoid_rows(query, key, pairing, scale, bias, similarity)
     return rows.sum() / query.shape[0]
+
+
+# --- issue 5 part B re-exports ---
+from contrastkit.objectives.classification import (  # noqa: E402
+    balanced_mse_loss,
+    balanced_softmax_loss,
+    class_independent_bce,
+    comp_sum_loss,
+    generalized_cross_entropy,
+    harmonic_logits,
+    harmonic_loss,
+    information_maximization_loss,
+    mae_loss,
+    multilabel_bce,
+    number_token_loss,
+    smooth_adversarial_comp_sum_loss,
+    soft_cross_entropy,
+    squentropy,
+)
+from contrastkit.objectives.composite import (  # noqa: E402
+    min_norm_weights,
+    weighted_sum,
+)
+from contrastkit.objectives.geometry import (  # noqa: E402
+    alignment_loss,
+    clip_alignment_uniformity_loss,
+    cross_correlation_loss,
+    cross_cosine_similarity_loss,
+    cross_sigmoid_similarity_loss,
+    cross_uniformity_loss,
+    joint_entropy_loss,
+    kernel_mixture_loss,
+    scattering_loss,
+    sepclr_loss,
+    uniformity_loss,
+)
+from contrastkit.objectives.mixup import (  # noqa: E402
+    core_tuning_mixup,
+    focal_supcon_loss,
+    metrix_loss,
+    mix_tokens,
+    mixup,
+    mixup_info_nce,
+    mixup_targets,
+    supremix_loss,
+    unmix_tokens,
+)
+from contrastkit.objectives.prototype import (  # noqa: E402
+    class_prototypes,
+    prototype_concentration,
+    prototype_info_nce,
+)
+from contrastkit.objectives.token import (  # noqa: E402
+    contrastive_search,
+    contrastive_search_scores,
+    contrastive_token_loss,
+    distillm2_loss,
+    simctg_contrastive_loss,
+    skew_kl_divergence,
+    skew_reverse_kl_divergence,
+)
+
+__all__ += [
+    "alignment_loss",
+    "uniformity_loss",
+    "cross_uniformity_loss",
+    "clip_alignment_uniformity_loss",
+    "kernel_mixture_loss",
+    "scattering_loss",
+    "cross_correlation_loss",
+    "cross_cosine_similarity_loss",
+    "cross_sigmoid_similarity_loss",
+    "joint_entropy_loss",
+    "sepclr_loss",
+    "mixup",
+    "mixup_targets",
+    "mixup_info_nce",
+    "metrix_loss",
+    "supremix_loss",
+    "core_tuning_mixup",
+    "focal_supcon_loss",
+    "mix_tokens",
+    "unmix_tokens",
+    "simctg_contrastive_loss",
+    "contrastive_search_scores",
+    "contrastive_search",
+    "contrastive_token_loss",
+    "skew_kl_divergence",
+    "skew_reverse_kl_divergence",
+    "distillm2_loss",
+    "soft_cross_entropy",
+    "harmonic_logits",
+    "harmonic_loss",
+    "squentropy",
+    "number_token_loss",
+    "comp_sum_loss",
+    "generalized_cross_entropy",
+    "mae_loss",
+    "smooth_adversarial_comp_sum_loss",
+    "balanced_softmax_loss",
+    "balanced_mse_loss",
+    "class_independent_bce",
+    "multilabel_bce",
+    "information_maximization_loss",
+    "class_prototypes",
+    "prototype_concentration",
+    "prototype_info_nce",
+    "weighted_sum",
+    "min_norm_weights",
+]
