@@ -294,3 +294,22 @@ def test_part_b_names_are_reexported():
             home = CL if isinstance(getattr(mod, public), type) else CF
             assert getattr(home, public) is getattr(mod, public), public
             assert public in home.__all__, public
+
+
+def test_improved_vlp_clip_plus_ssl_on_each_modality():
+    # Fini et al. 2023: CLIP plus a self-supervised loss on each modality's two views
+    from contrastkit.functional import nt_xent
+
+    loss_fn = K.WeightedSum(
+        {"clip": InfoNCE(0.1, symmetric=True), "image_ssl": nt_xent, "text_ssl": nt_xent},
+        {"image_ssl": 0.5, "text_ssl": 0.25},
+    )
+    i1, i2, t1, t2 = (_leaf(4, 3, seed=s) for s in (30, 31, 32, 33))
+    inputs = (i1, i2, t1, t2)
+    out = loss_fn(clip=(i1, t1), image_ssl=(i1, i2), text_ssl=(t1, t2))
+    exp = ref_clip(i1, t1, 0.1) + 0.5 * ref_ntxent(i1, i2, 0.5) + 0.25 * ref_ntxent(t1, t2, 0.5)
+    assert torch.allclose(out, exp, atol=1e-10)
+    for g, e in zip(
+        torch.autograd.grad(out, inputs), torch.autograd.grad(exp, inputs), strict=True
+    ):
+        assert torch.allclose(g, e, atol=1e-10)

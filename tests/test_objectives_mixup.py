@@ -346,3 +346,27 @@ def test_modules_match_functional():
         M.FocalSupConLoss(0.1, 2.0)(img, labels),
         M.focal_supcon_loss(img, labels, temperature=0.1, gamma=2.0),
     )
+
+
+def test_mixreorg_contrastive_on_restored_features():
+    # MixReorg: patches of different images are mixed, encoded, restored to their images and the
+    # restored (pooled) features are contrasted with the paired texts
+    from contrastkit.functional import info_nce
+
+    x, text, w = _leaf(4, 5, 3, seed=20), _leaf(4, 3, seed=21), _leaf(3, 3, seed=22)
+    g = torch.Generator().manual_seed(3)
+    perms = torch.stack([torch.randperm(4, generator=g) for _ in range(5)])
+
+    def lib(tokens, txt, weight):
+        feats = torch.tanh(M.mix_tokens(tokens, perms) @ weight)  # a token-wise encoder
+        pooled = M.unmix_tokens(feats, perms).mean(1)
+        return info_nce(pooled, txt, temperature=0.2, symmetric=True)
+
+    def ref(tokens, txt, weight):
+        pooled = [sum(torch.tanh(tokens[b, t] @ weight) for t in range(5)) / 5 for b in range(4)]
+        s = [[_cos(pooled[i], txt[j]) / 0.2 for j in range(4)] for i in range(4)]
+        rows = sum(_lse(s[i]) - s[i][i] for i in range(4)) / 4
+        cols = sum(_lse([s[i][j] for i in range(4)]) - s[j][j] for j in range(4)) / 4
+        return (rows + cols) / 2
+
+    _check(lib, ref, (x, text, w))
