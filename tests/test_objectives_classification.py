@@ -248,7 +248,7 @@ def test_balanced_mse_learnable_variance_gets_likelihood_gradient():
     var = mod.noise_var.detach().clone().requires_grad_(True)
     logits = -((pred[:, None] - target[None, :]) ** 2) / (2 * var)
     ce = -torch.diagonal(torch.log_softmax(logits, 1)).mean()
-    (ce * 2 * float(var)).backward()
+    (ce * 2 * float(var.detach())).backward()
     assert torch.allclose(mod.noise_var.grad, var.grad)
 
 
@@ -348,3 +348,18 @@ def test_large_logits_stay_finite_and_inputs_untouched():
     assert math.isfinite(
         float(C.harmonic_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 1])))
     )
+
+
+def test_gradcheck_harmonic_number_token_balanced():
+    x, w = _leaf(3, 2, seed=20), _leaf(3, 2, seed=21)
+    y = torch.tensor([0, 2, 1])
+    assert torch.autograd.gradcheck(lambda a, b: C.harmonic_loss(a, b, y, exponent=2.0), (x, w))
+    logits = _leaf(2, 3, 6, seed=22)
+    labels = torch.tensor([[2, 3, 0], [5, 1, 4]])
+    ids, vals = torch.tensor([2, 3, 4, 5]), torch.tensor([0.0, 1.0, 2.0, 5.0], dtype=D64)
+    for kind in ("mse", "lp", "wasserstein"):
+        assert torch.autograd.gradcheck(
+            lambda z, k=kind: C.number_token_loss(z, labels, ids, vals, kind=k, p=3.0), (logits,)
+        )
+    pred, target = _leaf(4, seed=23), torch.randn(4, dtype=D64)
+    assert torch.autograd.gradcheck(lambda p: C.balanced_mse_loss(p, target, 0.7), (pred,))

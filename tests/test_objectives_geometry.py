@@ -424,3 +424,22 @@ def test_inputs_not_mutated_and_bf16_accumulates_in_fp32():
     out = G.clip_alignment_uniformity_loss(x, y, cross_uniformity_weight=1.0, temperature=0.01)
     assert out.dtype == torch.float32 and torch.isfinite(out)
     assert torch.equal(x, xc) and torch.equal(y, yc)
+
+
+def test_gradcheck_sepclr_barlow_scattering_byol():
+    c1, c2 = _leaf(4, 3, seed=50), _leaf(4, 3, seed=51)
+    s1, s2 = _leaf(4, 2, seed=52), _leaf(4, 2, seed=53)
+    y = torch.tensor([True, False, True, False])
+    assert torch.autograd.gradcheck(
+        lambda a, b, c, d: G.sepclr_loss(a, b, c, d, y, salient_weight=2.0, info_less_weight=3.0),
+        (c1, c2, s1, s2),
+    )
+    assert torch.autograd.gradcheck(
+        lambda a, b: G.cross_correlation_loss(a, b, off_diagonal_weight=0.3), (c1, c2)
+    )
+    assert torch.autograd.gradcheck(lambda a: G.scattering_loss(a, power=1.0), (c1,))
+    # CCSL's self-labels are piecewise constant, so the numerical derivative is meaningful
+    # (CSSL's soft labels are stop-gradient by definition: its gradient is checked above)
+    assert torch.autograd.gradcheck(
+        lambda a, b: G.cross_cosine_similarity_loss(a, b, threshold=0.2), (c1, c2)
+    )

@@ -370,3 +370,35 @@ def test_mixreorg_contrastive_on_restored_features():
         return (rows + cols) / 2
 
     _check(lib, ref, (x, text, w))
+
+
+def test_gradcheck_supremix_metrix_focal():
+    z = _leaf(5, 3, seed=40)
+    y = torch.tensor([1.0, 2.0, 3.0, 1.0, 2.5], dtype=D64)
+    assert torch.autograd.gradcheck(lambda v: M.supremix_loss(v, y, temperature=0.5), (z,))
+    w = torch.rand(5, 4, generator=torch.Generator().manual_seed(0), dtype=D64)
+    m = _leaf(4, 3, seed=41)
+    for kind in ("multi_similarity", "contrastive", "infonce"):
+        assert torch.autograd.gradcheck(
+            lambda a, b, k=kind: M.metrix_loss(a, b, w, loss=k, beta=5.0), (z, m)
+        )
+    labels = torch.tensor([0, 1, 0, 1, 1])
+    assert torch.autograd.gradcheck(
+        lambda v: M.focal_supcon_loss(v, labels, temperature=0.5, gamma=2.0), (z,)
+    )
+
+
+def test_low_temperature_and_bf16_inputs():
+    x = torch.randn(8, 16).bfloat16()
+    xc = x.clone()
+    perm, y = torch.randperm(8), torch.arange(8.0) % 4
+    outs = [
+        M.mixup_info_nce(M.mixup(x, 0.7, perm), x, 0.7, perm, temperature=0.01),
+        M.supremix_loss(x, y, temperature=0.01),
+        M.focal_supcon_loss(x, y.long(), temperature=0.01),
+        M.metrix_loss(x, x, torch.rand(8, 8), loss="infonce", temperature=0.01),
+        M.metrix_loss(x, x, torch.rand(8, 8), loss="multi_similarity", alpha=100.0, beta=100.0),
+    ]
+    for out in outs:
+        assert out.dtype == torch.float32 and torch.isfinite(out)
+    assert torch.equal(x, xc)

@@ -265,3 +265,23 @@ def test_distillm2_module_and_fp16_logits():
     a, b, c, d = (torch.randn(2, 3, 50).half() for _ in range(4))
     out = T.DistiLLM2Loss()(a, b, c, d)
     assert out.dtype == torch.float32 and torch.isfinite(out)
+
+
+def test_gradcheck_ct_and_distillm2():
+    logits = _leaf(2, 4, 5, seed=30)
+    labels = torch.tensor([[1, 2, 1, 3], [0, 0, 4, -100]])
+    assert torch.autograd.gradcheck(lambda z: T.contrastive_token_loss(z, labels), (logits,))
+    a, b = _leaf(1, 3, 4, seed=31), _leaf(1, 3, 4, seed=32)
+    assert torch.autograd.gradcheck(
+        lambda s, t: T.distillm2_loss(t, s, t, s, alpha=0.2, beta=0.3), (a, b)
+    )
+
+
+def test_bf16_hidden_and_logits_accumulate_in_fp32():
+    h = torch.randn(2, 6, 8).bfloat16()
+    hc = h.clone()
+    out = T.simctg_contrastive_loss(h)
+    assert out.dtype == torch.float32 and torch.equal(h, hc)
+    logits = (torch.randn(2, 6, 10) * 100).bfloat16()
+    ct = T.contrastive_token_loss(logits, torch.randint(0, 10, (2, 6)))
+    assert ct.dtype == torch.float32 and torch.isfinite(ct)
