@@ -342,7 +342,8 @@ def supremix_loss(
 
         L_i = -1/|P_i| sum_{p in P_i} [ s_ip/tau - log sum_{a in A_i} exp(s_ia/tau) ]
 
-    averaged over anchors with at least one positive.
+    averaged over anchors with at least one positive.  The ``B x B`` anchor-inclusive mixtures
+    are materialised (``B^2 D`` memory).
 
     Args:
         embeddings: ``(B, D)`` embeddings (all views stacked).

@@ -47,9 +47,8 @@ def _check_seq(name: str, x: object, ndim: int = 3) -> Tensor:
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.dim() != ndim or 0 in x.shape:
-        raise ValueError(
-            f"{name} must be a non-empty (batch, length, dim) tensor, got {tuple(x.shape)}"
-        )
+        shape = "(batch, length, dim)" if ndim == 3 else "(batch, k)"
+        raise ValueError(f"{name} must be a non-empty {shape} tensor, got {tuple(x.shape)}")
     return x
 
 
