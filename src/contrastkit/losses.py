@@ -351,3 +351,76 @@ __all__ += [
     "PearsonLoss",
     "PairScoreDistillation",
 ]
+
+# --- issue 5 part B re-exports ---
+from contrastkit.objectives.classification import (  # noqa: E402
+    BalancedMSELoss,
+    BalancedSoftmaxLoss,
+    ClassIndependentBCELoss,
+    CompSumLoss,
+    HarmonicLoss,
+    InformationMaximizationLoss,
+    MultiLabelBCELoss,
+    NumberTokenLoss,
+    SmoothAdversarialCompSumLoss,
+    Squentropy,
+)
+from contrastkit.objectives.composite import (  # noqa: E402
+    MinNormBalancer,
+    WeightedSum,
+)
+from contrastkit.objectives.geometry import (  # noqa: E402
+    AlignmentUniformityLoss,
+    CLIPAlignmentUniformityLoss,
+    CrossCorrelationLoss,
+    CrossCosineSimilarityLoss,
+    CrossSigmoidSimilarityLoss,
+    KernelMixtureLoss,
+    ScatteringLoss,
+    SepCLRLoss,
+)
+from contrastkit.objectives.mixup import (  # noqa: E402
+    FocalSupConLoss,
+    MetrixLoss,
+    MixupInfoNCE,
+    SupReMixLoss,
+)
+from contrastkit.objectives.prototype import (  # noqa: E402
+    PrototypeContrastLoss,
+)
+from contrastkit.objectives.token import (  # noqa: E402
+    ContrastiveTokenLoss,
+    DistiLLM2Loss,
+    SimCTGLoss,
+)
+
+__all__ += [
+    "AlignmentUniformityLoss",
+    "CLIPAlignmentUniformityLoss",
+    "KernelMixtureLoss",
+    "ScatteringLoss",
+    "CrossCorrelationLoss",
+    "CrossCosineSimilarityLoss",
+    "CrossSigmoidSimilarityLoss",
+    "SepCLRLoss",
+    "MixupInfoNCE",
+    "MetrixLoss",
+    "SupReMixLoss",
+    "FocalSupConLoss",
+    "SimCTGLoss",
+    "ContrastiveTokenLoss",
+    "DistiLLM2Loss",
+    "HarmonicLoss",
+    "Squentropy",
+    "NumberTokenLoss",
+    "CompSumLoss",
+    "SmoothAdversarialCompSumLoss",
+    "BalancedSoftmaxLoss",
+    "BalancedMSELoss",
+    "ClassIndependentBCELoss",
+    "MultiLabelBCELoss",
+    "InformationMaximizationLoss",
+    "PrototypeContrastLoss",
+    "WeightedSum",
+    "MinNormBalancer",
+]

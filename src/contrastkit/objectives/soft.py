@@ -410,10 +410,12 @@ def bag_info_nce(
 # ------------------------------------------------------------------------------------------
 # Soft targets, self-distillation, feature distillation
 # ------------------------------------------------------------------------------------------
-def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+def soft_cross_entropy(logits: Tensor, targets: Tensor, *, reduction: str = "mean") -> Tensor:
     r"""Cross-entropy with soft targets, :math:`\frac1B\sum_i -\sum_j t_{ij} \log
     \mathrm{softmax}(z_i)_j` (ALPRO's prompting entity modeling with pseudo-labels from
-    normalised prompt similarities, Li et al. 2022). ``targets`` are not differentiated.
+    normalised prompt similarities, Li et al. 2022; mixed labels in Mixup-style training).
+    ``targets`` (non-negative rows) are not differentiated. ``reduction``: ``"mean"`` (over rows),
+    ``"sum"`` or ``"none"`` (per-row losses).
 
     Example:
         >>> import torch
@@ -428,8 +430,12 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
         raise ValueError(f"targets must be float with shape {tuple(logits.shape)}")
     if bool((targets < 0).any()):
         raise ValueError("targets must be >= 0")
+    check_choice("reduction", reduction, ("mean", "sum", "none"))
     logp = torch.log_softmax(logits.to(compute_dtype(logits.dtype)), dim=1)
-    return -(targets.detach().to(logp.dtype) * logp).sum(1).mean()
+    rows = -(targets.detach().to(logp.dtype) * logp).sum(1)
+    if reduction == "none":
+        return rows
+    return rows.mean() if reduction == "mean" else rows.sum()
 
 
 def self_distillation_loss(
