@@ -1,0 +1,1 @@
+"""Training helpers: miners, samplers and the other pieces around a contrastive loss."""
