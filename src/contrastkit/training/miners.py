@@ -555,9 +555,7 @@ def threshold_false_negatives(
         )
         if unit_interval:
             s = (s + 1.0) / 2.0
-        positive = _filter_pairing(
-            s.shape[0], s.shape[1], s.device, labels, key_labels, positives
-        )
+        positive = _filter_pairing(s.shape[0], s.shape[1], s.device, labels, key_labels, positives)
         return (s > threshold) & ~positive
 
 
@@ -614,9 +612,7 @@ def guided_false_negatives(
         g = pairwise_similarity(
             prepare(guide_query, similarity), prepare(guide_key, similarity), similarity
         )
-        positive = _filter_pairing(
-            g.shape[0], g.shape[1], g.device, labels, key_labels, positives
-        )
+        positive = _filter_pairing(g.shape[0], g.shape[1], g.device, labels, key_labels, positives)
         if positive_similarity is None:
             big = torch.finfo(g.dtype).max
             g_pos = g.masked_fill(~positive, big).amin(dim=1)
