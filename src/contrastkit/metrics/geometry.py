@@ -93,7 +93,7 @@ def alignment(x: Tensor, y: Tensor, alpha: float = 2.0, *, normalize: bool = Tru
     Example:
         >>> import torch
         >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-        >>> float(alignment(x, torch.tensor([[0.0, 1.0], [0.0, 2.0]])))    # |(1,-1)|^2 / 2
+        >>> round(float(alignment(x, torch.tensor([[0.0, 1.0], [0.0, 2.0]]))), 4)  # |(1,-1)|^2/2
         1.0
     """
     x = _points("x", x, normalize)
