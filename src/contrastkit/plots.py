@@ -43,8 +43,10 @@ def _figure(figsize: tuple[float, float]) -> Figure:
 
 
 def _numbers(name: str, values: Any) -> Tensor:
-    t = torch.as_tensor(values if not isinstance(values, Tensor) else values.detach())
-    t = t.to("cpu", torch.float64).flatten()
+    if isinstance(values, Tensor):
+        t = values.detach().to("cpu", torch.float64).flatten()
+    else:
+        t = torch.as_tensor(values, dtype=torch.float64).flatten()
     if t.numel() == 0:
         raise ValueError(f"{name} is empty")
     if not bool(torch.isfinite(t).all()):
