@@ -236,7 +236,7 @@ def relevant_ranks(
     exclude_self: bool = False,
     similarity: str = "cosine",
     query_chunk_size: int = 4096,
-    key_chunk_size: int = 16384,
+    key_chunk_size: int = 4096,
 ) -> RelevantRanks:
     r"""The rank of every relevant key of every query, streaming over key chunks.
 
@@ -329,9 +329,15 @@ def _count_at_least(
     few = width <= 4
     if not few:
         sorted_thr, perm = thr.sort(dim=1)
+    # reused buffers: one score block and one comparison mask (no allocation per chunk)
+    score_buf = torch.empty(nq * min(chunk, kk.shape[0]), dtype=qb.dtype, device=qb.device)
+    mask_buf = torch.empty(score_buf.shape, dtype=torch.bool, device=qb.device)
     for c0 in range(0, kk.shape[0], chunk):
         c1 = min(kk.shape[0], c0 + chunk)
-        s = pairwise_similarity(qb, kk[c0:c1], similarity)
+        if similarity == "neg_sq_euclidean":
+            s = pairwise_similarity(qb, kk[c0:c1], similarity)
+        else:
+            s = torch.mm(qb, kk[c0:c1].T, out=score_buf[: nq * (c1 - c0)].view(nq, c1 - c0))
         local = rel_idx - c0
         inside = (local >= 0) & (local < c1 - c0) & (rel_idx >= 0)
         s[rows[:, None].expand_as(local)[inside], local[inside]] = -math.inf
@@ -340,7 +346,7 @@ def _count_at_least(
             keep = (own >= 0) & (own < c1 - c0)
             s[rows[keep], own[keep]] = -math.inf
         if few:
-            buf = torch.empty(s.shape, dtype=torch.bool, device=s.device)
+            buf = mask_buf[: s.numel()].view(s.shape)
             for j in range(width):
                 torch.ge(s, thr[:, j : j + 1], out=buf)
                 counts[:, j] += buf.view(torch.uint8).sum(dim=1, dtype=torch.int32)
