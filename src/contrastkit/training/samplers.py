@@ -39,10 +39,10 @@ __all__ = [
 
 def _as_ids(name: str, values: Tensor | Sequence[int]) -> Tensor:
     ids = values if isinstance(values, Tensor) else torch.as_tensor(list(values))
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool or ids.dim() != 1:
-        raise ValueError(f"{name} must be a 1-D sequence of integers, got {ids.dtype} {ids.shape}")
     if ids.numel() == 0:
         raise ValueError(f"{name} is empty; expected one id per dataset item")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool or ids.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of integers, got {ids.dtype} {ids.shape}")
     return ids.detach().to("cpu", torch.long)
 
 
