@@ -325,6 +325,18 @@ def test_shared_id_filter_duplicates_and_clusters_across_ranks():
     ]
 
 
+def test_nearest_report_exclusion_c_melt():
+    # keys whose report is among the k nearest reports of the query's own report leave the
+    # denominator (likely false negatives); the positive itself stays
+    reports = rand(4, 10, 6)
+    s = sim(reports, reports)
+    ex = indices_to_mask(topk_negatives(reports, k=2), 10)
+    for i in range(10):
+        nearest = sorted((j for j in range(10) if j != i), key=lambda j: -s[i, j])[:2]
+        assert ex[i].nonzero().flatten().tolist() == sorted(nearest)
+    assert not bool(ex.diagonal().any())
+
+
 # ---------------------------------------------------------------- usable with the losses
 def ref_info_nce(q, k, tau, dropped, extra=None):
     """Loop InfoNCE, positive key i, denominators without the dropped pairs, plus extras."""

@@ -104,5 +104,10 @@ def fit_power_law(sizes: Tensor, losses: Tensor, *, max_iter: int = 500) -> Powe
 
     with torch.enable_grad():
         opt.step(closure)
+    params = torch.cat([log_beta.detach()[None], alpha.detach(), l_inf.detach()[None]])
+    if not bool(torch.isfinite(params).all()) or float(params[0]) > 700:
+        raise ValueError(
+            "the power-law fit diverged: are the size columns collinear, or the losses flat?"
+        )
     beta = math.exp(float(log_beta.detach()))
     return PowerLaw(beta=beta, alpha=alpha.detach().clone(), l_inf=float(l_inf.detach()))
