@@ -109,7 +109,7 @@ class MPerClassSampler(_EpochBatchSampler):
     2020).
 
     Each epoch, every class's items are shuffled and cut into groups of ``m`` (a class's last
-    ``n_c mod m`` items wait for the next epoch); a batch takes one group from each of the
+    ``n_c mod m`` items sit this epoch out); a batch takes one group from each of the
     ``batch_size / m`` classes with the most groups left (random tie-breaks), which uses as many
     groups as possible.  Classes with fewer than ``m`` items never appear.
 
