@@ -4,20 +4,15 @@ All functions take embeddings ``(N, D)`` (and labels ``(N,)`` where classes matt
 float32 (float64 for float64 inputs) and return tensors.  Unless a docstring says otherwise they
 are differentiable, so :func:`alignment` and :func:`uniformity` double as losses.
 
-=================================  =============================================================
-function                           paper
-=================================  =============================================================
-:func:`alignment`                  Wang & Isola 2020
-:func:`uniformity`                 Wang & Isola 2020
-:func:`modality_gap`               Liang et al. 2022; the contrastive gap (Fahim et al. 2024)
-:func:`effective_rank`             Roy & Vetterli 2007
-:func:`neural_collapse`            Papyan, Han & Donoho 2020; orthogonal frame: Kini et al. 2023
-:func:`class_collapse`             Xue et al. 2023 (which features are learnt)
-:func:`representation_harm`        Maity et al. 2023
-:func:`tolerance`                  Wang & Liu 2021 (uniformity-tolerance dilemma)
-:func:`class_center_similarity`    Huang et al. 2023 (divergence of class centres)
-:func:`info_nce_mi_bound`          van den Oord et al. 2018; sufficiency (Oko et al. 2025)
-=================================  =============================================================
+- :func:`alignment`, :func:`uniformity`: Wang & Isola 2020.
+- :func:`modality_gap`: Liang et al. 2022; the contrastive gap (Fahim et al. 2024).
+- :func:`effective_rank`: Roy & Vetterli 2007.
+- :func:`neural_collapse`: Papyan, Han & Donoho 2020; orthogonal frame: Kini et al. 2023.
+- :func:`class_collapse`: Xue et al. 2023 (which features are learnt).
+- :func:`representation_harm`: Maity et al. 2023.
+- :func:`tolerance`: Wang & Liu 2021 (the uniformity-tolerance dilemma).
+- :func:`class_center_similarity`: Huang et al. 2023 (divergence of class centres).
+- :func:`info_nce_mi_bound`: van den Oord et al. 2018; sufficiency (Oko et al. 2025).
 """
 
 from __future__ import annotations

@@ -4,14 +4,10 @@ Each probe fits on ``(train_x, train_labels)`` and scores on ``(test_x, test_lab
 are integer class ids.  A test class without any training example is an error (the probe could
 never predict it).  Nothing here builds an autograd graph.
 
-=============================  ==================================================================
-function                       paper
-=============================  ==================================================================
-:func:`knn_accuracy`           weighted kNN (Wu et al. 2018, as used by DINO, Caron et al. 2021)
-:func:`linear_probe`           L2-regularised logistic regression (L-BFGS) or ridge (closed form)
-:func:`zero_shot_accuracy`     CLIP zero-shot classification (Radford et al. 2021)
-:func:`mean_classifier_accuracy`  the mean classifier (Arora et al. 2019)
-=============================  ==================================================================
+- :func:`knn_accuracy` / :func:`knn_predict`: weighted kNN (Wu et al. 2018, as in DINO).
+- :func:`linear_probe`: L2-regularised logistic regression (L-BFGS) or ridge (closed form).
+- :func:`zero_shot_accuracy`: CLIP zero-shot classification (Radford et al. 2021).
+- :func:`mean_classifier_accuracy`: the mean classifier (Arora et al. 2019).
 """
 
 from __future__ import annotations

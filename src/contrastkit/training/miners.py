@@ -17,20 +17,20 @@ the positive of local query ``i`` on rank ``r`` is gathered key ``r*B + i``.  Sa
 sample ids, ``labels=r*B + arange(B)`` and ``key_labels=arange(R*B)``: every miner then protects
 the true positive wherever it sits in the gathered keys.
 
-=============================  ========================  ======================================
-function                       returns                   paper
-=============================  ========================  ======================================
-:func:`topk_negatives`         ``(B, k)`` indices        hardest negatives; Sample4Geo (Deuser
-                                                         2023) over an index, chunked
-:func:`semi_hard_negatives`    ``(B, N)`` selection      FaceNet (Schroff 2015)
-:func:`hardest_positives`      ``(B, k)`` indices        batch-hard (Hermans 2017); Core-tuning
-:func:`neighbour_negatives`    ``(M, k)`` indices        Sample4Geo's geographic neighbours
-:func:`threshold_false_negatives`  ``(B, N)`` exclude    TMR (Petrovich 2023)
-:func:`guided_false_negatives` ``(B, N)`` exclude        GISTEmbed (Solatorio 2024)
-:func:`shared_id_false_negatives`  ``(B, N)`` exclude    duplicates in a batch; same k-means
-                                                         cluster (data2vec-aqc, G-SimCLR)
-:func:`kmeans`                 pseudo-labels, centroids  Lloyd (1982), k-means++ (Arthur 2007)
-=============================  ========================  ======================================
+- :func:`topk_negatives` -> ``(B, k)`` indices: hardest negatives in a batch, or mined from
+  an index far larger than the batch (Sample4Geo, Deuser et al. 2023), chunked, or with faiss.
+- :func:`semi_hard_negatives` -> ``(B, N)`` selection (FaceNet, Schroff et al. 2015).
+- :func:`hardest_positives` -> ``(B, k)`` indices (batch-hard, Hermans et al. 2017;
+  Core-tuning, Zhang et al. 2021).
+- :func:`neighbour_negatives` -> ``(M, k)`` indices from a given distance or adjacency
+  (Sample4Geo's geographic neighbours).
+- :func:`threshold_false_negatives` -> ``(B, N)`` exclude (TMR, Petrovich et al. 2023).
+- :func:`guided_false_negatives` -> ``(B, N)`` exclude (GISTEmbed, Solatorio 2024).
+- :func:`shared_id_false_negatives` -> ``(B, N)`` exclude: duplicates in a batch, same k-means
+  cluster (data2vec-aqc, Lodagala et al. 2023; G-SimCLR, Chakraborty et al. 2020).
+- :func:`kmeans` -> pseudo-labels and centroids (Lloyd 1982; k-means++, Arthur &
+  Vassilvitskii 2007).
+- :func:`indices_to_mask`, :func:`keep_negatives`: indices -> mask -> ``exclude=``.
 """
 
 from __future__ import annotations

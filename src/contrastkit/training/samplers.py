@@ -9,15 +9,12 @@ remainder is dropped) and no item appears twice in one epoch unless a sampler sa
 without one); call ``set_epoch(epoch)`` before each epoch, as with ``DistributedSampler``.
 ``batch_size`` is always the per-rank batch size.
 
-==================================  ===========================================================
-sampler                             batches                                          paper
-==================================  ===========================================================
-:class:`MPerClassSampler`           ``batch_size / m`` classes, ``m`` items each     SupCon
-:class:`PseudoClassExclusiveSampler`  no two items of one (k-means) pseudo-class     G-SimCLR
-:class:`BatchBindingSampler`        shuffled batch + the same one-per-class items    Kini 2023
-:class:`NeighbourBatchSampler`      each item with its nearest neighbours            Sample4Geo
-:class:`TaskBatchSampler`           single-task steps, per-task updates balanced     CoDiEmb
-==================================  ===========================================================
+- :class:`MPerClassSampler`: ``batch_size / m`` classes with ``m`` items each (SupCon).
+- :class:`PseudoClassExclusiveSampler`: no two items of one k-means pseudo-class (G-SimCLR).
+- :class:`BatchBindingSampler`: a shuffled batch plus the same one-per-class items (Kini et
+  al. 2023).
+- :class:`NeighbourBatchSampler`: each item with its nearest neighbours (Sample4Geo).
+- :class:`TaskBatchSampler`: single-task steps with balanced per-task updates (CoDiEmb).
 """
 
 from __future__ import annotations
