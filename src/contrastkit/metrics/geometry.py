@@ -12,7 +12,7 @@ are differentiable, so :func:`alignment` and :func:`uniformity` double as losses
 - :func:`representation_harm`: Maity et al. 2023.
 - :func:`tolerance`: Wang & Liu 2021 (the uniformity-tolerance dilemma).
 - :func:`class_center_similarity`: Huang et al. 2023 (divergence of class centres).
-- :func:`info_nce_mi_bound`: van den Oord et al. 2018; sufficiency (Oko et al. 2025).
+- :func:`info_nce_mi_bound`: van den Oord et al. 2018; sufficiency (Lin & Mei 2025).
 """
 
 from __future__ import annotations
@@ -390,7 +390,7 @@ def info_nce_mi_bound(
     2018), :math:`I(X; Y) \ge \log N - \mathcal L_{\text{InfoNCE}}`, with ``N`` keys and query
     ``i`` paired with key ``i``.
 
-    A diagnostic for the sufficiency view of contrastive learning (Oko et al. 2025, "A
+    A diagnostic for the sufficiency view of contrastive learning (Lin & Mei 2025, "A
     Statistical Theory of Contrastive Learning via Approximate Sufficient Statistics"): an
     encoder is approximately sufficient when its bound approaches that of the best encoder;
     the bound can never exceed :math:`\log N`.
