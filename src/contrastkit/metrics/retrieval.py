@@ -262,8 +262,8 @@ def relevant_ranks(
     check_same_dim(("query", "key"), (query, key))
     check_choice("similarity", similarity, SIMILARITIES)
     for name, v in (("query_chunk_size", query_chunk_size), ("key_chunk_size", key_chunk_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 2**24:
+            raise ValueError(f"{name} must be an int in [1, 2**24], got {v!r}")
     num_q, num_k = query.shape[0], key.shape[0]
     idx, gains = _relevance(num_q, num_k, query.device, relevant, labels, key_labels, exclude_self)
     valid = idx >= 0
@@ -329,9 +329,10 @@ def _count_at_least(
     few = width <= 4
     if not few:
         sorted_thr, perm = thr.sort(dim=1)
-    # reused buffers: one score block and one comparison mask (no allocation per chunk)
+    # reused buffers (no allocation per chunk): the score block, and the comparison written as
+    # 0/1 floats, whose row sums are exact (chunk <= 2**24) and need no integer conversion
     score_buf = torch.empty(nq * min(chunk, kk.shape[0]), dtype=qb.dtype, device=qb.device)
-    mask_buf = torch.empty(score_buf.shape, dtype=torch.bool, device=qb.device)
+    hit_buf = torch.empty_like(score_buf)
     for c0 in range(0, kk.shape[0], chunk):
         c1 = min(kk.shape[0], c0 + chunk)
         if similarity == "neg_sq_euclidean":
@@ -346,10 +347,10 @@ def _count_at_least(
             keep = (own >= 0) & (own < c1 - c0)
             s[rows[keep], own[keep]] = -math.inf
         if few:
-            buf = mask_buf[: s.numel()].view(s.shape)
+            hits = hit_buf[: s.numel()].view(s.shape)
             for j in range(width):
-                torch.ge(s, thr[:, j : j + 1], out=buf)
-                counts[:, j] += buf.view(torch.uint8).sum(dim=1, dtype=torch.int32)
+                torch.ge(s, thr[:, j : j + 1], out=hits)
+                counts[:, j] += hits.sum(dim=1).long()
         else:
             below = torch.searchsorted(sorted_thr, s, right=True)  # thresholds <= each score
             hist = torch.zeros(nq, width + 1, dtype=torch.long, device=s.device)
