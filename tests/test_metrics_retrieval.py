@@ -93,7 +93,7 @@ def test_ranks_match_loop_for_diagonal_labels_and_sets(seed, chunks):
 
 @pytest.mark.parametrize("chunks", CHUNKS)
 def test_many_relevant_keys_use_the_sorted_path(chunks):
-    # 3 classes over 60 keys: about 20 relevant keys per query (> 4: searchsorted path)
+    # 3 classes over 60 keys: about 20 relevant keys per query (> 8: searchsorted path)
     q, k, ql, kl = data(5, nq=9, nk=60, classes=3)
     r = relevant_ranks(q, k, labels=ql, key_labels=kl, **chunks)
     got = [sorted(x for x in row if x > 0) for row in r.ranks.tolist()]

@@ -326,7 +326,7 @@ def _count_at_least(
     nq, width = thr.shape
     counts = torch.zeros(nq, width, dtype=torch.long, device=qb.device)
     rows = torch.arange(nq, device=qb.device)
-    few = width <= 4
+    few = width <= 8  # one comparison pass per threshold; beyond, a sorted search
     if not few:
         sorted_thr, perm = thr.sort(dim=1)
     # reused buffers (no allocation per chunk): the score block, and the comparison written as
