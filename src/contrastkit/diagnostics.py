@@ -5,7 +5,8 @@
   whose near-tightness the sufficient-statistics theory (Oko et al.; Lin & Mei 2025) reads as
   approximate sufficiency of the encoder.
 
-Scaling-law fits of loss curves (Ghorbani et al. 2021) are :func:`contrastkit.metrics.fit_power_law`.
+Scaling-law fits of loss curves (Ghorbani et al. 2021):
+:func:`contrastkit.metrics.fit_power_law`.
 """
 
 from __future__ import annotations
