@@ -87,8 +87,14 @@ def run_bench(
     rows = []
     for engine in engines:
         for b in batch_sizes:
-            spec = {"engine": engine, "batch_size": b, "dim": dim, "loss": loss,
-                    "device": device, "repeats": repeats}
+            spec = {
+                "engine": engine,
+                "batch_size": b,
+                "dim": dim,
+                "loss": loss,
+                "device": device,
+                "repeats": repeats,
+            }
             if device == "cuda":
                 try:
                     rows.append(measure(spec))

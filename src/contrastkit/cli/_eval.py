@@ -9,6 +9,8 @@ float; the embeddings are L2-normalised where the metric is defined on the spher
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -97,7 +99,7 @@ def uniformity(x: Tensor, t: float = 2.0) -> float:
     lower is better."""
     z = _normalize(x)
     sq = torch.pdist(z).pow(2)
-    return float(torch.logsumexp(-t * sq, 0) - torch.log(torch.tensor(float(sq.numel()))))
+    return float(torch.logsumexp(-t * sq, 0)) - math.log(sq.numel())
 
 
 def modality_gap(x: Tensor, y: Tensor) -> float:

@@ -78,7 +78,7 @@ def _align_uniform(plt, path: Path, geometry: list, raw: tuple[float, float] | N
     fig, ax = plt.subplots(figsize=(5, 4))
     if geometry:
         g = torch.tensor(geometry, dtype=torch.float64)
-        sc = ax.scatter(g[:, 2], g[:, 1], c=g[:, 0], cmap="viridis", s=18, label="held-out, per epoch")
+        sc = ax.scatter(g[:, 2], g[:, 1], c=g[:, 0], cmap="viridis", s=18, label="each epoch")
         ax.plot(g[:, 2], g[:, 1], lw=0.6, color="grey")
         fig.colorbar(sc, ax=ax, label="step")
     if raw is not None:

@@ -60,7 +60,7 @@ def check_loss_call(loss: nn.Module, with_labels: bool, needs: tuple[str, ...] =
         raise CLIError(f"{name} does not take labels=; choose a loss that does (supcon, infonce)")
     for arg in needs:
         if arg not in params:
-            raise CLIError(f"this recipe needs a loss that takes {arg}= (e.g. infonce); {name} does not")
+            raise CLIError(f"this recipe needs a loss that takes {arg}= (e.g. infonce), not {name}")
 
 
 def call_loss(loss: nn.Module, a: Tensor, b: Tensor, labels: Tensor | None = None, **kw) -> Tensor:
@@ -164,8 +164,9 @@ def _fixed_views(images: Tensor, cfg: RunConfig) -> tuple[Tensor, Tensor]:
 def _classification_metrics(
     train: Tensor, y_train: Tensor, test: Tensor, y_test: Tensor, k: int
 ) -> dict[str, float]:
-    r = _eval.recall_at_k(test, test, (1, 5), query_labels=y_test, key_labels=y_test,
-                          exclude_self=True)
+    r = _eval.recall_at_k(
+        test, test, (1, 5), query_labels=y_test, key_labels=y_test, exclude_self=True
+    )
     return {
         "knn_accuracy": _eval.knn_accuracy(train, y_train, test, y_test, k),
         "linear_probe_accuracy": _eval.linear_probe_accuracy(train, y_train, test, y_test),
@@ -384,8 +385,9 @@ class CaptionsTask(Task):
     def _tower_metrics(self, name: str) -> dict[str, float | None]:
         s, k = self.split, self.cfg.knn_k
         backbone = self.modules[name].features
-        f_tr, f_te = self._embed_in_chunks(backbone, s.x_train), self._embed_in_chunks(
-            backbone, s.x_test
+        f_tr, f_te = (
+            self._embed_in_chunks(backbone, s.x_train),
+            self._embed_in_chunks(backbone, s.x_test),
         )
         out: dict[str, float | None] = _classification_metrics(f_tr, s.y_train, f_te, s.y_test, k)
         images, text, classes = self._joint(name)
@@ -481,12 +483,8 @@ class LiTTask(CaptionsTask):
         model = load_sentence_model()
         with torch.no_grad():
             self.caption_table = model.encode(all_captions(), convert_to_tensor=True).float().cpu()
-            self.prompt_table = torch.stack(
-                [
-                    F.normalize(model.encode(p, convert_to_tensor=True).float().cpu(), dim=1).mean(0)
-                    for p in prompts()
-                ]
-            )
+            per_prompt = [model.encode(p, convert_to_tensor=True).float().cpu() for p in prompts()]
+            self.prompt_table = torch.stack([F.normalize(e, dim=1).mean(0) for e in per_prompt])
         dim = self.caption_table.shape[1]
         towers = {f"image_{n}": ImageTower(cfg.width, cfg.hidden_dim, dim) for n in cfg.lit_losses}
         losses = {f"loss_{n}": LIT_LOSSES[n]() for n in cfg.lit_losses}

@@ -88,8 +88,12 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(
-                total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step", leave=True,
-                dynamic_ncols=True, file=sys.stderr,
+                total=steps,
+                desc=f"epoch {epoch + 1}/{self.epochs}",
+                unit="step",
+                leave=True,
+                dynamic_ncols=True,
+                file=sys.stderr,
             )
 
     def update(self, loss: float, samples: int) -> None:
@@ -194,15 +198,17 @@ def train_step(
     if chunk <= 0 or chunk >= n_local:
         with autocast():
             embeddings = task.encode(batch, slice(None))
-            gathered = tuple(_dist.gather(e, ctx) if e.requires_grad else
-                             _dist.gather_no_grad(e, ctx) for e in embeddings)
+            gathered = tuple(
+                _dist.gather(e, ctx) if e.requires_grad else _dist.gather_no_grad(e, ctx)
+                for e in embeddings
+            )
             loss = task.loss(gathered, batch)
         loss.backward()
     else:
         slices = [slice(i, min(i + chunk, n_local)) for i in range(0, n_local, chunk)]
         with torch.no_grad(), autocast():
             parts = [task.encode(batch, s) for s in slices]
-        leaves = [torch.cat(p).detach().float().requires_grad_() for p in zip(*parts)]
+        leaves = [torch.cat(p).detach().float().requires_grad_() for p in zip(*parts, strict=True)]
         with autocast():
             gathered = tuple(_dist.gather(x, ctx) for x in leaves)
             loss = task.loss(gathered, batch)

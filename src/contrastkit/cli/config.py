@@ -117,7 +117,9 @@ def load_config_file(path: str) -> RunConfig:
     try:
         data = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise CLIError(f"config file {path} is not valid TOML ({e}); fix it or use --recipe")
+        raise CLIError(
+            f"config file {path} is not valid TOML ({e}); fix it or use --recipe"
+        ) from None
     return _from_mapping(data, str(path))
 
 
@@ -140,9 +142,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise CLIError(
-            f"{where}: {key} must be a {type(default).__name__}, got {value!r}"
-        )
+        raise CLIError(f"{where}: {key} must be a {type(default).__name__}, got {value!r}")
     return value
 
 
@@ -158,9 +158,7 @@ def parse_value(key: str, text: str) -> Any:
         if isinstance(default, int):
             return int(text)
     except ValueError:
-        raise CLIError(
-            f"{flag} expects a {type(default).__name__}, got {text!r}"
-        ) from None
+        raise CLIError(f"{flag} expects a {type(default).__name__}, got {text!r}") from None
     if isinstance(default, list):
         return [s.strip() for s in text.split(",") if s.strip()]
     return text

@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -125,7 +124,7 @@ def _parse_overrides(args: argparse.Namespace, extra: list[str]) -> tuple[dict, 
     """Command-line field overrides, and ``--loss.<arg> value`` pairs (as strings)."""
     fields = {}
     for name in FIELDS:
-        if name == "loss":
+        if name in ("loss", "recipe"):
             continue
         text = getattr(args, "set_" + name, None)
         if text is not None:
@@ -153,7 +152,7 @@ def resolve_config(args: argparse.Namespace, extra: list[str]) -> tuple[RunConfi
     resume_dir = None
     if args.resume:
         if args.recipe or args.config or args.out:
-            raise CLIError("--resume continues a run folder as it was: drop --recipe/--config/--out")
+            raise CLIError("--resume continues a run folder as it is: drop --recipe/--config/--out")
         resume_dir = Path(args.resume)
         for name in ("config.toml", "checkpoint.pt"):
             if not (resume_dir / name).is_file():
@@ -333,7 +332,7 @@ def _eval_run(run_dir: Path) -> tuple[dict, int]:
 
     for name in ("config.toml", _train.CHECKPOINT):
         if not (run_dir / name).is_file():
-            raise CLIError(f"{run_dir} has no {name}; pass a run folder written by contrastkit train")
+            raise CLIError(f"{run_dir} has no {name}; pass a folder written by contrastkit train")
     cfg = load_config_file(str(run_dir / "config.toml"))
     validate(cfg)
     state = _train.load_checkpoint(run_dir / _train.CHECKPOINT)
@@ -463,14 +462,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     p.add_argument("--out", help="run folder (default runs/<recipe>-<time>)")
     p.add_argument("--progress", choices=["auto", "bar", "plain", "none"], default="auto")
-    p.add_argument("--loss", help="a loss of contrastkit.losses by name; --loss.<arg> VALUE sets "
-                   "its arguments")
+    p.add_argument(
+        "--loss", help="a loss of contrastkit.losses by name; --loss.<arg> VALUE sets its arguments"
+    )
     defaults = RunConfig()
     for name in FIELDS:
-        if name in ("loss",):
+        if name in ("loss", "recipe"):
             continue
         p.add_argument(
-            _flag(name), dest="set_" + name, metavar="V",
+            _flag(name),
+            dest="set_" + name,
+            metavar="V",
             help=f"(recipe default; built-in {getattr(defaults, name)!r})",
         )
     p.set_defaults(func=cmd_train)
