@@ -21,6 +21,15 @@ FAST = "--width 8 --hidden-dim 32 --embed-dim 16 --progress none"
 QUIET = FAST + " --plots false"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread per test process: the CLI runs are tiny, and pytest -n 2 fills 2 cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run(capsys, command: str, *more) -> tuple[int, str, str]:
     """Run ``contrastkit <command> <more...>`` in this process; (exit code, stdout, stderr)."""
     code = main(shlex.split(command) + [str(a) for a in more])

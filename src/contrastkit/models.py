@@ -23,7 +23,8 @@ def _groups(channels: int) -> int:
 class SmallCNN(nn.Module):
     """Three 3x3 convolutions with GroupNorm for small grey images, pooled to one vector.
 
-    GroupNorm (Wu & He, 2018) rather than BatchNorm: the features of a sample do not depend on
+    The convolutions have no bias (the GroupNorm that follows removes it). GroupNorm (Wu & He,
+    2018) rather than BatchNorm: the features of a sample do not depend on
     the rest of its batch, so gradient caching and data-parallel runs are exact.
 
     Args:
@@ -46,14 +47,14 @@ class SmallCNN(nn.Module):
         w = width
         self.out_dim = 4 * w
         self.net = nn.Sequential(
-            nn.Conv2d(1, w, 3, padding=1),
+            nn.Conv2d(1, w, 3, padding=1, bias=False),
             nn.GroupNorm(_groups(w), w),
             nn.ReLU(),
-            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.Conv2d(w, 2 * w, 3, padding=1, bias=False),
             nn.GroupNorm(_groups(2 * w), 2 * w),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=False),
             nn.GroupNorm(_groups(4 * w), 4 * w),
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
