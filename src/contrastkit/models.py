@@ -16,19 +16,26 @@ from torch import Tensor, nn
 __all__ = ["SmallCNN", "MLP", "ImageTower", "WordTokenizer", "CaptionTower"]
 
 
-def _groups(channels: int) -> int:
-    return 8 if channels % 8 == 0 else 1
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "group":
+        return nn.GroupNorm(8 if channels % 8 == 0 else 1, channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    raise ValueError(f"norm must be 'group' or 'batch', got {kind!r}")
 
 
 class SmallCNN(nn.Module):
-    """Three 3x3 convolutions with GroupNorm for small grey images, pooled to one vector.
+    """Three 3x3 convolutions, each followed by a normalisation and a ReLU, pooled to one vector.
 
-    The convolutions have no bias (the GroupNorm that follows removes it). GroupNorm (Wu & He,
-    2018) rather than BatchNorm: the features of a sample do not depend on
-    the rest of its batch, so gradient caching and data-parallel runs are exact.
+    ``norm="group"`` (GroupNorm, Wu & He 2018): a sample's features do not depend on the rest of
+    its batch, so gradient caching and data-parallel runs reproduce one-process training exactly.
+    ``norm="batch"`` (BatchNorm): centres features across the batch, which two-tower training
+    from scratch (CLIP, SigLIP) needs to escape the collapsed start; statistics are per process
+    and per gradient-cache chunk.  The convolutions have no bias (the normalisation removes it).
 
     Args:
         width: channels of the first convolution (then ``2 * width`` and ``4 * width``).
+        norm: ``"group"`` or ``"batch"``.
 
     Shape:
         input ``(B, 1, H, W)`` or ``(B, H, W)``, output ``(B, 4 * width)``.
@@ -40,7 +47,7 @@ class SmallCNN(nn.Module):
         torch.Size([5, 32])
     """
 
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, width: int = 32, norm: str = "group") -> None:
         super().__init__()
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
@@ -48,14 +55,14 @@ class SmallCNN(nn.Module):
         self.out_dim = 4 * w
         self.net = nn.Sequential(
             nn.Conv2d(1, w, 3, padding=1, bias=False),
-            nn.GroupNorm(_groups(w), w),
+            _norm(norm, w),
             nn.ReLU(),
             nn.Conv2d(w, 2 * w, 3, padding=1, bias=False),
-            nn.GroupNorm(_groups(2 * w), 2 * w),
+            _norm(norm, 2 * w),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=False),
-            nn.GroupNorm(_groups(4 * w), 4 * w),
+            _norm(norm, 4 * w),
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
@@ -106,9 +113,11 @@ class ImageTower(nn.Module):
         (torch.Size([3, 16]), torch.Size([3, 32]))
     """
 
-    def __init__(self, width: int = 32, hidden_dim: int = 128, embed_dim: int = 64) -> None:
+    def __init__(
+        self, width: int = 32, hidden_dim: int = 128, embed_dim: int = 64, norm: str = "group"
+    ) -> None:
         super().__init__()
-        self.backbone = SmallCNN(width)
+        self.backbone = SmallCNN(width, norm)
         self.head = MLP(self.backbone.out_dim, hidden_dim, embed_dim)
 
     def features(self, images: Tensor) -> Tensor:

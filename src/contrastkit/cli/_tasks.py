@@ -186,7 +186,7 @@ class ViewsTask(Task):
         self.split = digits_split()
         loss = build_loss(cfg.loss, cfg.engine)
         check_loss_call(loss, cfg.use_labels)
-        encoder = ImageTower(cfg.width, cfg.hidden_dim, cfg.embed_dim)
+        encoder = ImageTower(cfg.width, cfg.hidden_dim, cfg.embed_dim, cfg.norm)
         self.modules = nn.ModuleDict({"encoder": encoder, "loss": loss})
 
     @property
@@ -277,6 +277,8 @@ def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
     """CLI-INTERNAL STAND-IN for the library's momentum encoder: ``t <- m t + (1 - m) s``."""
     for t, s in zip(target.parameters(), source.parameters(), strict=True):
         t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
+    for t, s in zip(target.buffers(), source.buffers(), strict=True):
+        t.copy_(s)
 
 
 class MoCoTask(ViewsTask):
@@ -332,7 +334,7 @@ class CaptionsTask(Task):
 
     def _towers(self, cfg: RunConfig) -> dict[str, nn.Module]:
         return {
-            "image": ImageTower(cfg.width, cfg.hidden_dim, cfg.embed_dim),
+            "image": ImageTower(cfg.width, cfg.hidden_dim, cfg.embed_dim, cfg.norm),
             "text": CaptionTower(len(self.tokenizer), cfg.word_dim, cfg.hidden_dim, cfg.embed_dim),
         }
 
@@ -486,7 +488,10 @@ class LiTTask(CaptionsTask):
             per_prompt = [model.encode(p, convert_to_tensor=True).float().cpu() for p in prompts()]
             self.prompt_table = torch.stack([F.normalize(e, dim=1).mean(0) for e in per_prompt])
         dim = self.caption_table.shape[1]
-        towers = {f"image_{n}": ImageTower(cfg.width, cfg.hidden_dim, dim) for n in cfg.lit_losses}
+        towers = {
+            f"image_{n}": ImageTower(cfg.width, cfg.hidden_dim, dim, cfg.norm)
+            for n in cfg.lit_losses
+        }
         losses = {f"loss_{n}": LIT_LOSSES[n]() for n in cfg.lit_losses}
         self.modules = nn.ModuleDict(towers | losses)
 

@@ -237,6 +237,8 @@ def train(
     """Train ``task``; returns the run's summary (``interrupted`` set when stopped by Ctrl-C).
     ``run_dir`` is ``None`` on processes other than the first."""
     task.to(ctx.device)
+    if ctx.world_size > 1 and ctx.device.type == "cuda":  # BatchNorm statistics over all GPUs
+        task.modules = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task.modules)
     _dist.broadcast_module(task.modules, ctx)
     params = [p for p in task.modules.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -44,6 +44,7 @@ class RunConfig:
     use_labels: bool = False  # views: same-class samples are positives (SupCon)
     # -- model ------------------------------------------------------------------------------
     width: int = 32  # SmallCNN channels
+    norm: str = "group"  # SmallCNN normalisation: group (exact under torchrun/grad cache) | batch
     hidden_dim: int = 128  # projection-head hidden size (0: linear head)
     embed_dim: int = 64  # size of the embeddings the loss sees
     word_dim: int = 64  # captions: word-embedding size of the caption tower
@@ -192,6 +193,8 @@ def validate(cfg: RunConfig) -> None:
         raise CLIError(f"--test-fraction must lie in (0, 1), got {cfg.test_fraction}")
     if not 0 <= cfg.momentum < 1:
         raise CLIError(f"--momentum must lie in [0, 1), got {cfg.momentum}")
+    if cfg.norm not in ("group", "batch"):
+        raise CLIError(f"--norm must be group or batch, got {cfg.norm!r}")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise CLIError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     if cfg.precision not in ("fp32", "bf16"):
