@@ -29,8 +29,9 @@ def _modules(folder) -> dict[str, torch.Tensor]:
 
 def test_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path):
     # CLIP has a learnable temperature (a loss parameter) and two towers; gradient caching on
-    # the two-process run checks that caching and gathering compose.
-    args = f"train --recipe clip-digits --batch-size 32 --max-steps 2 {FAST}".split()
+    # the two-process run checks that caching and gathering compose.  GroupNorm, not the
+    # recipe's BatchNorm, whose statistics are per process.
+    args = f"train --recipe clip-digits --norm group --batch-size 32 --max-steps 2 {FAST}".split()
     one = subprocess.run(
         [sys.executable, "-m", "contrastkit", *args, "--out", str(tmp_path / "one")],
         env=_env(),
