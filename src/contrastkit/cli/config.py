@@ -199,6 +199,13 @@ def validate(cfg: RunConfig) -> None:
         raise CLIError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     if cfg.precision not in ("fp32", "bf16"):
         raise CLIError(f"--precision must be fp32 or bf16, got {cfg.precision!r}")
+    from contrastkit.engine import ENGINES
+
+    if cfg.engine != "auto" and cfg.engine not in ENGINES:
+        raise CLIError(
+            f"--engine {cfg.engine} is not available in this installation; "
+            f"use auto or one of {', '.join(sorted(ENGINES))}"
+        )
     if cfg.task == "pairs" and not (cfg.a and cfg.b):
         raise CLIError("the pairs recipe needs two aligned embedding files: --a X.npy --b Y.npy")
 
