@@ -7,6 +7,7 @@ batches.  Logits are computed in float32 (float64 for float64 inputs), whatever 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from contrastkit.objectives.infonce import InfoNCESpec, apply_margin, infonce_row_losses
@@ -34,18 +35,30 @@ def extra_negative_logits(
     return torch.cat(parts, dim=1)
 
 
-def _diagonal_row_losses(logits: Tensor, extra: Tensor | None) -> tuple[Tensor, Tensor]:
+def _diagonal_row_losses(
+    logits: Tensor, extra: Tensor | None, offset: int = 0
+) -> tuple[Tensor, Tensor]:
     """Fast path for one positive per row on the diagonal, nothing excluded: ``LSE_i - l_ii``
-    (both variants agree with a single positive).  Rows past the diagonal have no positive."""
+    (both variants agree with a single positive), by the fused log-softmax of
+    ``F.cross_entropy``.  Row ``i``'s positive is column ``offset + i`` (``offset``: the first
+    global row of a block of rows); rows past the last column have no positive: loss 0, not
+    valid."""
     b, n = logits.shape
     den = logits if extra is None else torch.cat([logits, extra.to(logits.dtype)], dim=1)
-    lse = torch.logsumexp(den, dim=1)
-    m = min(b, n)
-    valid = torch.arange(b, device=logits.device) < m
-    if m == b:
-        return lse - logits.diagonal(), valid
-    loss = torch.cat([lse[:m] - logits.diagonal(), torch.zeros_like(lse[m:])])
-    return loss, valid
+    target = torch.arange(offset, offset + b, device=logits.device)
+    valid = (target >= 0) & (target < n)
+    if offset < 0 or offset + b > n:
+        target = target.masked_fill(~valid, -100)
+    return F.cross_entropy(den, target, reduction="none", ignore_index=-100), valid
+
+
+def _scaled_logits(q: Tensor, k: Tensor, scale: float | Tensor, similarity: str) -> Tensor:
+    """``scale * s(q, k)``; for the bilinear similarities the scale multiplies the ``B x D``
+    queries rather than the ``B x N`` product (one pass over the big matrix fewer, forward and
+    backward)."""
+    if similarity in ("cosine", "dot"):
+        return (q * scale) @ k.T
+    return pairwise_similarity(q, k, similarity) * scale
 
 
 def infonce_rows(
@@ -60,17 +73,17 @@ def infonce_rows(
 ) -> list[tuple[Tensor, Tensor]]:
     q = prepare(query, spec.similarity)
     k = prepare(key, spec.similarity)
-    sim = pairwise_similarity(q, k, spec.similarity)
     extra = extra_negative_logits(q, negatives, shared_negatives, scale, spec.similarity)
-    if pairing.kind == "diagonal" and pairing.exclude is None and not spec.decoupled:
-        if spec.margin:
-            eye = torch.eye(*sim.shape, dtype=sim.dtype, device=sim.device)
-            sim = sim - spec.margin * eye
-        logits = sim * scale
-        out = [_diagonal_row_losses(logits, extra)]
+    plain = pairing.exclude is None and not (pairing.exclude_self or spec.decoupled or spec.margin)
+    if pairing.kind == "diagonal" and plain:
+        # row i's positive is column offset + i (a block of the rows of a global batch: offset)
+        offset = getattr(pairing, "diagonal_offset", 0)
+        logits = _scaled_logits(q, k, scale, spec.similarity)
+        out = [_diagonal_row_losses(logits, extra, offset)]
         if both_directions:
-            out.append(_diagonal_row_losses(logits.T, None))
+            out.append(_diagonal_row_losses(logits.T, None, -offset))
         return out
+    sim = pairwise_similarity(q, k, spec.similarity)
     weights, exclude = pairing.dense(dtype=sim.dtype)
     logits = apply_margin(sim, weights, scale, spec.margin)
     out = [infonce_row_losses(logits, weights, exclude, extra, spec.variant, spec.decoupled)]

@@ -65,7 +65,14 @@ class _RowWindow:
     pairing: Pairing
     r0: int
     r1: int
-    kind: str = "window"  # never "diagonal": the dense engine's diagonal fast path does not apply
+
+    def __getattr__(self, name: str) -> Any:  # kind, exclude, exclude_self: the global pairing's
+        return getattr(self.pairing, name)
+
+    @property
+    def diagonal_offset(self) -> int:
+        """For a diagonal pairing: row ``i`` of the window pairs with key ``r0 + i``."""
+        return self.r0
 
     def dense(self, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor | None]:
         return self.pairing.tile(self.r0, self.r1, 0, self.pairing.num_keys, dtype)
