@@ -6,7 +6,10 @@ float32, ``B x D`` embeddings; the hand-written loss is the open_clip-style refe
     logits = scale * normalize(q) @ normalize(k).T
     loss = (cross_entropy(logits, arange(B)) + cross_entropy(logits.T, arange(B))) / 2
 
-The two are timed alternately (median of ``--repeats``) in one process, after a warm-up.
+The two are timed alternately (median of ``--repeats``) in one process, after a warm-up.  Peak
+extra memory: each loss in a fresh process, the growth of its peak RSS (``ru_maxrss``) over one
+forward + backward (inputs allocated before the baseline is read; large blocks forced to ``mmap``
+so freed memory is returned).
 
     python benchmarks/bench_dense_cpu.py --batches 1024,4096,8192 --dim 256 --threads 2
 """
@@ -14,7 +17,9 @@ The two are timed alternately (median of ``--repeats``) in one process, after a 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
+import resource
 import statistics
 import time
 
@@ -41,6 +46,31 @@ def time_step(fn, q, k, log_scale) -> float:
     return time.perf_counter() - t0
 
 
+def _peak_child(name: str, b: int, dim: int, threads: int, out) -> None:
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(b, dim, generator=gen).requires_grad_()
+    k = torch.randn(b, dim, generator=gen).requires_grad_()
+    log_scale = torch.tensor(2.66, requires_grad=True)
+    fn = {"plain": plain_clip, "dense": contrastkit_dense}[name]
+    fn(q[:8], k[:8], log_scale).backward()  # imports, thread pools
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn(q, k, log_scale).backward()
+    out.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+
+
+def peak_extra_mib(name: str, b: int, dim: int, threads: int) -> float:
+    """Peak extra memory of one forward + backward of ``name``, in a fresh process."""
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_peak_child, args=(name, b, dim, threads, out))
+    proc.start()
+    value = out.get()
+    proc.join()
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batches", default="1024,4096,8192")
@@ -55,8 +85,9 @@ def main() -> None:
         f"backward, {args.threads} threads, median of {args.repeats} alternating runs; load "
         f"average at start {os.getloadavg()[0]:.1f}",
         "",
-        "| B | plain PyTorch (s) | contrastkit dense (s) | ratio | loss difference |",
-        "|---|---|---|---|---|",
+        "| B | plain PyTorch (s) | contrastkit dense (s) | ratio | loss difference "
+        "| peak extra MiB plain | peak extra MiB dense |",
+        "|---|---|---|---|---|---|---|",
     ]
     for b in (int(x) for x in args.batches.split(",")):
         gen = torch.Generator().manual_seed(0)
@@ -72,7 +103,11 @@ def main() -> None:
                 times[fn].append(time_step(fn, q, k, log_scale))
         plain = statistics.median(times[plain_clip])
         ours = statistics.median(times[contrastkit_dense])
-        lines.append(f"| {b} | {plain:.3f} | {ours:.3f} | {ours / plain:.2f}x | {diff:.1e} |")
+        mem = [peak_extra_mib(name, b, args.dim, args.threads) for name in ("plain", "dense")]
+        lines.append(
+            f"| {b} | {plain:.3f} | {ours:.3f} | {ours / plain:.2f}x | {diff:.1e} "
+            f"| {mem[0]:.0f} | {mem[1]:.0f} |"
+        )
         print(lines[-1], flush=True)
     table = "\n".join(lines)
     print(table)
