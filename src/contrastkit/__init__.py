@@ -1,7 +1,17 @@
 """contrastkit: contrastive representation learning for PyTorch.
 
 The public surface: :mod:`contrastkit.losses` (``nn.Module`` losses), :mod:`contrastkit.functional`
-(the same objectives as functions), :mod:`contrastkit.similarity`, :mod:`contrastkit.pairing`.
+(the same objectives as functions), :mod:`contrastkit.similarity`, :mod:`contrastkit.pairing`,
+:mod:`contrastkit.engine` (dense, streaming, fused, auto), :mod:`contrastkit.distributed`,
+:mod:`contrastkit.negatives`, :mod:`contrastkit.training` (GradCache, miners, samplers),
+:mod:`contrastkit.metrics`, :mod:`contrastkit.views`, :mod:`contrastkit.diagnostics` and, with the
+``plots`` extra, :mod:`contrastkit.plots`.
+
+Example:
+    >>> import torch, contrastkit
+    >>> loss = contrastkit.InfoNCE(temperature=0.07, symmetric=True)
+    >>> float(loss(torch.eye(4), torch.eye(4))) < 0.01
+    True
 """
 
 from contrastkit import functional, losses
@@ -27,6 +37,6 @@ __all__ = [
 ]
 
 # -- multi-process training, gradient caching, negative sources (issue 4) ------------------------
-from contrastkit import distributed, negatives, training  # noqa: E402
+from contrastkit import distributed, metrics, negatives, training  # noqa: E402
 
-__all__ += ["distributed", "negatives", "training"]
+__all__ += ["distributed", "metrics", "negatives", "training"]
