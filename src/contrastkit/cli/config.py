@@ -55,7 +55,7 @@ class RunConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 2.0
     max_steps: int = 0  # stop after this many steps (0: run all epochs); the schedule follows
-    grad_cache_chunk: int = 0  # >0: gradient caching with sub-batches of this many rows
+    grad_cache_chunk: int = 0  # >0: gradient caching, the encoders run on this many inputs at once
     # -- augmentation (digits) --------------------------------------------------------------
     rotate: float = 15.0  # degrees, uniform in [-rotate, rotate]
     scale: float = 0.15  # zoom factor in [1 - scale, 1 + scale]
