@@ -157,6 +157,17 @@ def _load_parquet(p: Path) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
+def load_pair(path_a: str, path_b: str, what: tuple[str, str]) -> tuple[Tensor, Tensor]:
+    """Two matrices whose rows are pairs (row ``i`` of one with row ``i`` of the other)."""
+    a, b = load_matrix(path_a, what[0]), load_matrix(path_b, what[1])
+    if a.shape[0] != b.shape[0]:
+        raise CLIError(
+            f"{path_a} has {a.shape[0]} rows but {path_b} has {b.shape[0]}: row i of each must "
+            "be a pair, so the files need the same number of rows"
+        )
+    return a, b
+
+
 def load_labels(path: str, rows: int, of: str) -> Tensor:
     """One integer label per row of the file ``of`` (``rows`` rows)."""
     y = load_matrix(path, "labels")
@@ -170,13 +181,7 @@ def load_labels(path: str, rows: int, of: str) -> Tensor:
 
 def pairs_split(cfg: RunConfig) -> Split:
     """Load the two aligned files (and labels), check them, split off ``test_fraction``."""
-    a = load_matrix(cfg.a, "a")
-    b = load_matrix(cfg.b, "b")
-    if a.shape[0] != b.shape[0]:
-        raise CLIError(
-            f"{cfg.a} has {a.shape[0]} rows but {cfg.b} has {b.shape[0]}: row i of each must be "
-            "a pair, so the files need the same number of rows"
-        )
+    a, b = load_pair(cfg.a, cfg.b, ("a", "b"))
     y = load_labels(cfg.labels, a.shape[0], cfg.a) if cfg.labels else None
     n = a.shape[0]
     n_test = max(1, round(n * cfg.test_fraction))

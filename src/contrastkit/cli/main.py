@@ -344,9 +344,17 @@ def _eval_run(run_dir: Path) -> tuple[dict, int]:
 def _eval_arrays(args: argparse.Namespace) -> dict:
     from contrastkit import metrics
     from contrastkit.cli import _eval
-    from contrastkit.cli._data import load_labels, load_matrix
+    from contrastkit.cli._data import load_labels, load_matrix, load_pair
 
-    x = load_matrix(args.embeddings, "embeddings")
+    if args.other:
+        x, z = load_pair(args.embeddings, args.other, ("embeddings", "other"))
+        if z.shape[1] != x.shape[1]:
+            raise CLIError(
+                f"{args.embeddings} and {args.other} have different sizes "
+                f"({x.shape[1]} vs {z.shape[1]}): metrics of pairs need one space"
+            )
+    else:
+        x = load_matrix(args.embeddings, "embeddings")
     out: dict[str, float | None] = {}
     if args.labels:
         y = load_labels(args.labels, x.shape[0], args.embeddings)
@@ -356,17 +364,6 @@ def _eval_arrays(args: argparse.Namespace) -> dict:
         out["knn_accuracy"] = _eval.knn_accuracy(x[tr], y[tr], x[te], y[te], args.knn_k)
         out["linear_probe_accuracy"] = _eval.linear_probe_accuracy(x[tr], y[tr], x[te], y[te])
     if args.other:
-        z = load_matrix(args.other, "other")
-        if z.shape[0] != x.shape[0]:
-            raise CLIError(
-                f"{args.embeddings} has {x.shape[0]} rows but {args.other} has {z.shape[0]}: "
-                "paired files need the same number of rows"
-            )
-        if z.shape[1] != x.shape[1]:
-            raise CLIError(
-                f"{args.embeddings} and {args.other} have different sizes "
-                f"({x.shape[1]} vs {z.shape[1]}): metrics of pairs need one space"
-            )
         out |= _eval.paired(x, z)
     else:
         out["uniformity"] = float(metrics.uniformity(x[: _eval.UNIFORMITY_ROWS]))
