@@ -103,28 +103,35 @@ def test_knn_and_probe_match_sklearn_on_raw_digits():
     assert abs(ours - sk) < 0.02 and ours > 0.9
 
 
-def test_geometry_metrics_match_loops():
+def test_metric_glue_matches_loops():
+    """The CLI's settings of contrastkit.metrics: which rows are paired, which keys are
+    relevant, and what is left out."""
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(7, 3, generator=g), torch.randn(7, 3, generator=g)
     xn = [v / v.norm() for v in x.double()]
     yn = [v / v.norm() for v in y.double()]
+    m = _eval.paired(x, y)
     align = sum(float((a - b).norm() ** 2) for a, b in zip(xn, yn, strict=True)) / 7
-    assert _eval.alignment(x, y) == pytest.approx(align, rel=1e-12)
+    assert m["alignment"] == pytest.approx(align, rel=1e-6)
     terms = [math.exp(-2 * float((xn[i] - xn[j]).norm() ** 2)) for i in range(7) for j in range(i)]
-    assert _eval.uniformity(x) == pytest.approx(math.log(sum(terms) / len(terms)), rel=1e-12)
+    assert m["uniformity"] == pytest.approx(math.log(sum(terms) / len(terms)), rel=1e-6)
     gap = float((torch.stack(xn).mean(0) - torch.stack(yn).mean(0)).norm())
-    assert _eval.modality_gap(x, y) == pytest.approx(gap, rel=1e-12)
-    # recall@k: rank of the true partner by brute force
+    assert m["modality_gap"] == pytest.approx(gap, rel=1e-6)
+    # recall@k of x -> y: rank of the true partner by brute force
     sims = [[float(a @ b) for b in yn] for a in xn]
     ranks = [sorted(range(7), key=lambda j: -s[j]).index(i) for i, s in enumerate(sims)]
-    r = _eval.recall_at_k(x, y, (1, 3))
-    assert r[1] == pytest.approx(sum(q < 1 for q in ranks) / 7)
-    assert r[3] == pytest.approx(sum(q < 3 for q in ranks) / 7)
+    assert m["recall@1"] == pytest.approx(sum(q < 1 for q in ranks) / 7)
+    assert m["recall@5"] == pytest.approx(sum(q < 5 for q in ranks) / 7)
+    # class-level recall within one set, the query itself left out
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 2])
-    r = _eval.recall_at_k(x, x, (1,), query_labels=labels, key_labels=labels, exclude_self=True)
+    r = _eval.recall(x, x, labels=labels, exclude_self=True)
     sx = [[float(a @ b) if i != j else -9 for j, b in enumerate(xn)] for i, a in enumerate(xn)]
     hits = [labels[max(range(7), key=lambda j: s[j])] == labels[i] for i, s in enumerate(sx)]
-    assert r[1] == pytest.approx(sum(map(bool, hits)) / 7)
+    assert r["recall@1"] == pytest.approx(sum(map(bool, hits)) / 7)
+    # a held-out class without training rows: no classifier can be scored
+    test_labels = torch.tensor([0, 3])
+    assert _eval.knn_accuracy(x, labels, x[:2], test_labels, 3) is None
+    assert _eval.linear_probe_accuracy(x, labels, x[:2], test_labels) is None
 
 
 # -- every recipe end to end -------------------------------------------------------------------

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 FAST = "--width 8 --hidden-dim 32 --embed-dim 16 --progress none --plots false --threads 1"
@@ -27,11 +28,22 @@ def _modules(folder) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if v.is_floating_point()}
 
 
-def test_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path):
-    # CLIP has a learnable temperature (a loss parameter) and two towers; gradient caching on
-    # the two-process run checks that caching and gathering compose.  GroupNorm, not the
-    # recipe's BatchNorm, whose statistics are per process.
-    args = f"train --recipe clip-digits --norm group --batch-size 32 --max-steps 2 {FAST}".split()
+TWO_PROCESS_CASES = {
+    # CLIP: InfoNCE with distributed=True and a learnable temperature (a loss parameter), two
+    # towers, and gradient caching on the two-process run (caching and the distributed loss
+    # compose).  GroupNorm, not the recipe's BatchNorm, whose statistics are per process.
+    "clip": ("--recipe clip-digits --norm group --max-steps 2", "--grad-cache-chunk 8"),
+    # MoCo with a loss that has no distributed option (the CLI gathers the global batch for it),
+    # the momentum encoder and the queue shared by the processes: 48 entries wrap around within a
+    # step, so the order in which the processes' keys are enqueued matters from step 2 on.
+    "moco": ("--recipe moco-digits --loss FocalInfoNCE --queue-size 48 --max-steps 3", ""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TWO_PROCESS_CASES))
+def test_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path, case):
+    common, two_only = TWO_PROCESS_CASES[case]
+    args = f"train {common} --batch-size 32 {FAST}".split()
     one = subprocess.run(
         [sys.executable, "-m", "contrastkit", *args, "--out", str(tmp_path / "one")],
         env=_env(),
@@ -51,8 +63,7 @@ def test_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path):
             "-m",
             "contrastkit",
             *args,
-            "--grad-cache-chunk",
-            "8",
+            *two_only.split(),
             "--out",
             str(tmp_path / "two"),
         ],
@@ -63,7 +74,7 @@ def test_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path):
     )
     assert two.returncode == 0, two.stderr[-3000:]
     record = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    assert record["world_size"] == 2 and record["steps"] == 2
+    assert record["world_size"] == 2 and record["steps"] == int(args[args.index("--max-steps") + 1])
     a, b = _modules(tmp_path / "one"), _modules(tmp_path / "two")
     assert a.keys() == b.keys()
     for k in a:

@@ -157,23 +157,32 @@ def _load_parquet(p: Path) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def pairs_split(cfg: RunConfig) -> Split:
-    """Load the two aligned files (and labels), check them, split off ``test_fraction``."""
-    a = load_matrix(cfg.a, "a")
-    b = load_matrix(cfg.b, "b")
+def load_pair(path_a: str, path_b: str, what: tuple[str, str]) -> tuple[Tensor, Tensor]:
+    """Two matrices whose rows are pairs (row ``i`` of one with row ``i`` of the other)."""
+    a, b = load_matrix(path_a, what[0]), load_matrix(path_b, what[1])
     if a.shape[0] != b.shape[0]:
         raise CLIError(
-            f"{cfg.a} has {a.shape[0]} rows but {cfg.b} has {b.shape[0]}: row i of each must be "
-            "a pair, so the files need the same number of rows"
+            f"{path_a} has {a.shape[0]} rows but {path_b} has {b.shape[0]}: row i of each must "
+            "be a pair, so the files need the same number of rows"
         )
-    y = None
-    if cfg.labels:
-        y = load_matrix(cfg.labels, "labels")
-        if y.dim() != 1 or y.shape[0] != a.shape[0]:
-            raise CLIError(
-                f"labels file {cfg.labels} must hold one integer per row ({a.shape[0]}), "
-                f"got shape {tuple(y.shape)}"
-            )
+    return a, b
+
+
+def load_labels(path: str, rows: int, of: str) -> Tensor:
+    """One integer label per row of the file ``of`` (``rows`` rows)."""
+    y = load_matrix(path, "labels")
+    if y.dim() != 1 or y.shape[0] != rows:
+        raise CLIError(
+            f"labels file {path} must hold one integer per row of {of} ({rows}), "
+            f"got shape {tuple(y.shape)}"
+        )
+    return y
+
+
+def pairs_split(cfg: RunConfig) -> Split:
+    """Load the two aligned files (and labels), check them, split off ``test_fraction``."""
+    a, b = load_pair(cfg.a, cfg.b, ("a", "b"))
+    y = load_labels(cfg.labels, a.shape[0], cfg.a) if cfg.labels else None
     n = a.shape[0]
     n_test = max(1, round(n * cfg.test_fraction))
     if n - n_test < 2:

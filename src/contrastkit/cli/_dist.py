@@ -1,11 +1,12 @@
-"""Data-parallel helpers for ``torchrun --nproc_per_node N -m contrastkit train``.
+"""Data parallelism for ``torchrun --nproc_per_node N -m contrastkit train``.
 
-CLI-INTERNAL STAND-IN for :mod:`contrastkit.distributed`: plain ``torch.distributed`` with the
-autograd-correct ``torch.distributed.nn.functional.all_gather``.  Every process builds the same
-global batch, embeds its own slice, gathers the embeddings of all slices (with gradients) and
-computes the loss of the whole global batch, so the loss equals the one-process loss; gradients
-are then averaged over processes, which recovers the one-process gradient exactly (see
-:func:`average_gradients`).
+Every process builds the same global batch (same generator) and embeds its own rows; the loss
+is the library's with ``distributed=True`` (:mod:`contrastkit.distributed`, see
+``docs/distributed.md``), which returns the global batch's loss on every process and sends each
+process's embeddings ``world_size`` times their share of the one-process gradient.  Averaging the
+parameter gradients over processes (:func:`average_gradients`, what DistributedDataParallel does)
+then gives exactly the one-process gradient.  Losses without a ``distributed`` option see the
+embeddings of the whole global batch (:func:`global_rows`), with the same gradient scaling.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from contrastkit import distributed as cdist
 
 
 @dataclass
@@ -37,48 +40,29 @@ class Context:
 def setup(device: torch.device) -> Context:
     """Join the process group that ``torchrun`` describes in the environment (gloo on CPU,
     NCCL on CUDA); a plain run is a group of one."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Context(0, 1, device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank()
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return Context(rank, dist.get_world_size(), device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    rank, world, device = cdist.init_process_group(backend)
+    return Context(rank, world, device)
 
 
 def teardown(ctx: Context) -> None:
-    if ctx.world_size > 1 and dist.is_initialized():
-        dist.destroy_process_group()
+    if ctx.world_size > 1:
+        cdist.destroy_process_group()
 
 
-def gather(x: Tensor, ctx: Context) -> Tensor:
-    """Concatenate ``x`` of every process along dim 0, differentiably.
-
-    Backward sums, over processes, the gradients that each process's (identical) loss sends to
-    this slice, i.e. ``world_size`` times the one-process gradient."""
-    if ctx.world_size == 1:
-        return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous()), dim=0)
-
-
-def gather_no_grad(x: Tensor, ctx: Context) -> Tensor:
-    if ctx.world_size == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(ctx.world_size)]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
+def global_rows(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Every process's rows of each tensor, in rank order (unchanged in a group of one).  The
+    gather is differentiable: a tensor's rows receive the gradient of every process's use."""
+    return tuple(None if t is None else cdist.all_gather(t) for t in tensors)
 
 
 def average_gradients(module: nn.Module, ctx: Context) -> None:
-    """All-reduce the mean of every gradient.  Encoder gradients arrive ``world_size`` times the
-    one-process gradient through :func:`gather` and from one slice each, so their mean is the sum
-    of the slices' contributions (the one-process gradient); loss parameters (a learnable
-    temperature) see the whole loss on every process, so their mean is their gradient."""
+    """All-reduce the mean of every gradient, as DistributedDataParallel does: encoder gradients
+    arrive ``world_size`` times this process's share of the one-process gradient, so their mean
+    is the one-process gradient; loss parameters (a learnable temperature) already hold the
+    one-process gradient on every process, which the mean leaves unchanged."""
     if ctx.world_size == 1:
         return
     for p in module.parameters():
@@ -93,8 +77,3 @@ def broadcast_module(module: nn.Module, ctx: Context) -> None:
         return
     for t in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(t.data, src=0)
-
-
-def barrier(ctx: Context) -> None:
-    if ctx.world_size > 1:
-        dist.barrier()

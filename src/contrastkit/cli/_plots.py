@@ -1,8 +1,6 @@
-"""PNG plots of a run (matplotlib, imported lazily; ``pip install 'contrastkit[plots]'``).
-
-CLI-INTERNAL STAND-IN for :mod:`contrastkit.plots`: loss curve, alignment-uniformity
-trajectory, similarity heatmap and a 2-D PCA projection of the held-out embeddings.
-"""
+"""PNG plots of a run, drawn by :mod:`contrastkit.plots` (matplotlib, imported lazily;
+``pip install 'contrastkit[plots]'``): the loss curve, the alignment-uniformity trajectory, a
+similarity heatmap and 2-D PCA projections of the held-out embeddings."""
 
 from __future__ import annotations
 
@@ -13,16 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastkit import plots
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+DPI = 100
 
 
 def available() -> bool:
@@ -33,66 +24,51 @@ def available() -> bool:
     return True
 
 
-def pca_2d(x: Tensor) -> Tensor:
-    """The first two principal components of the rows of ``x``."""
-    x = x.double() - x.double().mean(0)
-    _, _, v = torch.linalg.svd(x, full_matrices=False)
-    return x @ v[:2].T
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI)
+    return path
 
 
 def save_run_plots(run_dir: Path, history: dict[str, Any], data: dict[str, Any]) -> list[Path]:
     """Write the four plots of a training run; returns their paths (empty without
     matplotlib)."""
-    plt = _pyplot()
-    if plt is None:
+    if not available():
         return []
-    out = []
-    out.append(_loss_curve(plt, run_dir / "loss_curve.png", history["loss"]))
-    out.append(
-        _align_uniform(
-            plt, run_dir / "alignment_uniformity.png", history["geometry"], data["raw_geometry"]
-        )
-    )
-    out.append(_heatmap(plt, run_dir / "similarity_heatmap.png", data))
-    out.append(_projection(plt, run_dir / "projection.png", data))
-    return out
+    return [
+        _save(_loss_curve(history["loss"]), run_dir / "loss_curve.png"),
+        _save(
+            _align_uniform(history["geometry"], data["raw_geometry"]),
+            run_dir / "alignment_uniformity.png",
+        ),
+        _save(_heatmap(data), run_dir / "similarity_heatmap.png"),
+        _projection(run_dir / "projection.png", data),
+    ]
 
 
-def _loss_curve(plt, path: Path, losses: list[float]) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    steps = torch.arange(1, len(losses) + 1)
-    ax.plot(steps, losses, lw=0.8, alpha=0.5, label="step")
-    if len(losses) >= 10:
+def _loss_curve(losses: list[float]):
+    fig = plots.plot_loss_curve(losses)
+    ax = fig.axes[0]
+    if len(losses) >= 10:  # the step losses are noisy: overlay a running mean
         w = max(2, len(losses) // 20)
         smooth = torch.tensor(losses).unfold(0, w, 1).mean(1)
-        ax.plot(steps[w - 1 :], smooth, lw=2, label=f"mean of {w}")
-    ax.set(xlabel="step", ylabel="loss", title="training loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+        ax.plot(range(w, len(losses) + 1), smooth.tolist(), lw=2, label=f"mean of {w}")
+        ax.legend()
+    ax.set_title("training loss")
+    return fig
 
 
-def _align_uniform(plt, path: Path, geometry: list, raw: tuple[float, float] | None) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 4))
+def _align_uniform(geometry: list, raw: tuple[float, float] | None):
+    """The held-out (alignment, uniformity) after the first and the last epoch (and of the raw
+    input), with the path through every epoch in between."""
+    points = {} if raw is None else {"raw input": raw}
     if geometry:
+        for step, a, u in (geometry[0], geometry[-1]):
+            points[f"step {int(step)}"] = (a, u)
+    fig = plots.plot_alignment_uniformity(points)
+    if len(geometry) > 2:
         g = torch.tensor(geometry, dtype=torch.float64)
-        sc = ax.scatter(g[:, 2], g[:, 1], c=g[:, 0], cmap="viridis", s=18, label="each epoch")
-        ax.plot(g[:, 2], g[:, 1], lw=0.6, color="grey")
-        fig.colorbar(sc, ax=ax, label="step")
-    if raw is not None:
-        ax.scatter([raw[1]], [raw[0]], marker="x", s=60, color="red", label="raw input")
-    ax.set(
-        xlabel="uniformity (lower is better)",
-        ylabel="alignment (lower is better)",
-        title="alignment vs uniformity (Wang & Isola 2020)",
-    )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+        fig.axes[0].plot(g[:, 2].tolist(), g[:, 1].tolist(), lw=0.8, color="grey", marker=".")
+    return fig
 
 
 def _subset(labels: Tensor | None, n: int, per_class: int = 12) -> Tensor:
@@ -102,49 +78,46 @@ def _subset(labels: Tensor | None, n: int, per_class: int = 12) -> Tensor:
     return torch.cat(rows)
 
 
-def _heatmap(plt, path: Path, data: dict[str, Any]) -> Path:
+def _heatmap(data: dict[str, Any]):
     x, y = data["test"], data.get("labels")
     idx = _subset(y, x.shape[0])
     other = data.get("test_other")
     a = F.normalize(x[idx].double(), dim=1)
     b = F.normalize(other[idx].double(), dim=1) if other is not None else a
-    fig, ax = plt.subplots(figsize=(5, 4.4))
-    im = ax.imshow(a @ b.T, cmap="magma", vmin=-1, vmax=1)
-    fig.colorbar(im, ax=ax, label="cosine similarity")
+    title = "cosine similarity" + (" (one modality vs the other)" if other is not None else "")
+    fig = plots.plot_similarity_matrix(a @ b.T, title=title, cmap="magma")
     what = "held-out rows" + (" sorted by class" if y is not None else "")
-    ax.set(
-        title="similarity heatmap" + (" (one modality vs the other)" if other is not None else ""),
-        xlabel=what,
-        ylabel=what,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    fig.axes[0].set(xlabel=what, ylabel=what)
+    return fig
 
 
-def _projection(plt, path: Path, data: dict[str, Any]) -> Path:
+def _projection(path: Path, data: dict[str, Any]) -> Path:
+    """The PCA projections of the raw input and of the trained embeddings, side by side."""
+    import matplotlib.image
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     y = data.get("labels")
-    panels = [("raw input", data["raw"]), ("trained", data["test"])]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-    for ax, (name, x) in zip(axes, panels, strict=True):
-        p = pca_2d(x[:4000])
-        c = None if y is None else y[: p.shape[0]]
-        sc = ax.scatter(p[:, 0], p[:, 1], c=c, cmap="tab10", s=6)
-        ax.set(title=f"{name}: PCA of held-out embeddings", xticks=[], yticks=[])
-    if y is not None:
-        fig.colorbar(sc, ax=axes, label="class")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    panels = []
+    for name, x in (("raw input", data["raw"]), ("trained", data["test"])):
+        x = x[:4000]
+        fig = plots.plot_embedding_2d(x, None if y is None else y[: x.shape[0]], title=name)
+        canvas = FigureCanvasAgg(fig)
+        fig.set_dpi(DPI)
+        canvas.draw()
+        panels.append(np.asarray(canvas.buffer_rgba()))
+    matplotlib.image.imsave(path, np.concatenate(panels, axis=1))
     return path
 
 
 def save_bench_plot(path: Path, rows: list[dict[str, Any]]) -> Path | None:
     """Time and peak memory against batch size, one line per engine."""
-    plt = _pyplot()
-    if plt is None:
+    if not available():
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    axes = fig.subplots(1, 2)
     for engine in sorted({r["engine"] for r in rows}):
         rs = [r for r in rows if r["engine"] == engine and r.get("ms") is not None]
         bs = [r["batch_size"] for r in rs]
@@ -156,7 +129,4 @@ def save_bench_plot(path: Path, rows: list[dict[str, Any]]) -> Path | None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle("contrastkit engines")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -1,23 +1,27 @@
 """What each recipe trains: its modules, how a batch is made and embedded, its loss, and its
 evaluation against the raw-input baseline.
 
-A task works on the *global* batch: :meth:`Task.make_batch` builds it identically on every
-process (same generator), :meth:`Task.encode` embeds a slice of this process's rows, and
-:meth:`Task.loss` takes the embeddings of the whole global batch.  That split is what lets the
-trainer add data parallelism and gradient caching around any task without the task knowing.
+:meth:`Task.make_batch` builds the *global* batch identically on every process (same
+generator); the trainer hands each process its rows (``batch["local"]``).  :meth:`Task.towers`
+names the encoders that carry gradients and their inputs, and :meth:`Task.loss` takes their
+embeddings of this process's rows: the losses run with ``distributed=True`` under ``torchrun``
+(see :mod:`contrastkit.cli._dist`).  That split is what lets the trainer add data parallelism
+and gradient caching (:class:`contrastkit.training.GradCache`) around any task without the task
+knowing.
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit.cli import _eval
+from contrastkit import distributed as cdist
+from contrastkit import functional as CF
+from contrastkit import metrics
+from contrastkit.cli import _dist, _eval
 from contrastkit.cli._data import (
     CAPTION_TEMPLATES,
     Split,
@@ -30,6 +34,8 @@ from contrastkit.cli._data import (
 )
 from contrastkit.cli.config import CLIError, RunConfig, build_loss
 from contrastkit.models import MLP, CaptionTower, ImageTower, WordTokenizer
+from contrastkit.negatives import MomentumEncoder, NegativeQueue
+from contrastkit.similarity import LogitScale
 
 Batch = dict[str, Any]
 
@@ -64,6 +70,10 @@ def check_loss_call(loss: nn.Module, with_labels: bool, needs: tuple[str, ...] =
 
 
 def call_loss(loss: nn.Module, a: Tensor, b: Tensor, labels: Tensor | None = None, **kw) -> Tensor:
+    """The loss of this process's rows ``a``, ``b`` (and ``labels``) as part of the global
+    batch: a loss without ``distributed=True`` gets every process's rows."""
+    if not getattr(loss, "distributed", False):
+        a, b, labels = _dist.global_rows(a, b, labels)
     style = loss_style(loss)
     if style == "features":
         return loss(torch.stack([a, b], dim=1), labels)
@@ -74,36 +84,33 @@ def call_loss(loss: nn.Module, a: Tensor, b: Tensor, labels: Tensor | None = Non
     return loss(a, b, **kw)
 
 
-# -- the CWCL stand-in -------------------------------------------------------------------------
+# -- CWCL with a learnable temperature -------------------------------------------------------
 
 
-class MinimalCWCL(nn.Module):
-    r"""CLI-INTERNAL STAND-IN for the library's CWCL loss (replace when contrastkit.losses
-    gains it): continuously weighted contrastive loss (Srinivasa et al. 2023).
-
-    The positive weight of image ``i`` and text ``j`` is the similarity of the frozen text
-    embeddings, :math:`w_{ij} = (1 + \cos(t_i, t_j)) / 2`, and the loss is InfoNCE with these
-    soft positives: :math:`L_i = -\sum_j w_{ij} \log \mathrm{softmax}_j(s_{ij}/\tau) /
-    \sum_j w_{ij}`, averaged with the text-to-image direction.
-    """
+class LearnableCWCL(nn.Module):
+    r"""CWCL (Srinivasa et al. 2023; :func:`contrastkit.functional.cwcl`) with a learnable
+    temperature, like the other losses of the LiT recipe (``contrastkit.losses.CWCL`` keeps its
+    temperature fixed).  The positive weights come from the frozen side, the ``key``."""
 
     def __init__(self, temperature: float = 0.07) -> None:
         super().__init__()
-        from contrastkit.similarity import LogitScale
-
         self.logit_scale = LogitScale(temperature, True)
 
     def forward(self, query: Tensor, key: Tensor) -> Tensor:
-        from contrastkit import functional as CF
-
-        k = F.normalize(key.detach().float(), dim=1)
-        weights = ((1 + k @ k.T) / 2).to(query.dtype)
-        return CF.info_nce(
-            query, key, positives=weights, temperature=1.0 / self.logit_scale(), symmetric=True
-        )
+        return CF.cwcl(query, key, temperature=1.0 / self.logit_scale())
 
 
 # -- base --------------------------------------------------------------------------------------
+
+
+def _distributed() -> bool:
+    """Whether this process is one of several (``torchrun``)."""
+    return cdist.get_world_size() > 1
+
+
+def task_loss(spec: dict[str, Any], engine: str = "auto") -> nn.Module:
+    """The configured loss; under ``torchrun`` with ``distributed=True`` where it has it."""
+    return build_loss(spec, engine, distributed=_distributed())
 
 
 class Task:
@@ -129,14 +136,17 @@ class Task:
     def make_batch(self, rows: Tensor, generator: torch.Generator) -> Batch:
         raise NotImplementedError
 
-    def encode(self, batch: Batch, rows: slice) -> tuple[Tensor, ...]:
+    def towers(self, batch: Batch) -> tuple[list[nn.Module], list[Tensor]]:
+        """The encoders that carry gradients and, for each, its input: this process's rows
+        (``batch["local"]``)."""
         raise NotImplementedError
 
-    def loss(self, embeddings: tuple[Tensor, ...], batch: Batch) -> Tensor:
+    def loss(self, embeddings: list[Tensor], batch: Batch) -> Tensor:
+        """The global batch's loss from this process's embeddings (one per tower)."""
         raise NotImplementedError
 
-    def after_step(self, embeddings: tuple[Tensor, ...]) -> None:
-        """Called after the optimiser step with the (detached) global embeddings."""
+    def after_step(self, batch: Batch) -> None:
+        """Called after the optimiser step."""
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, float | None]]:
@@ -161,30 +171,25 @@ def _fixed_views(images: Tensor, cfg: RunConfig) -> tuple[Tensor, Tensor]:
     return augment(images, cfg, g), augment(images, cfg, g)
 
 
-def _classification_metrics(
-    train: Tensor, y_train: Tensor, test: Tensor, y_test: Tensor, k: int
-) -> dict[str, float]:
-    r = _eval.recall_at_k(
-        test, test, (1, 5), query_labels=y_test, key_labels=y_test, exclude_self=True
-    )
-    return {
-        "knn_accuracy": _eval.knn_accuracy(train, y_train, test, y_test, k),
-        "linear_probe_accuracy": _eval.linear_probe_accuracy(train, y_train, test, y_test),
-        "recall@1": r[1],
-        "recall@5": r[5],
-    }
+def _alignment(x: Tensor, y: Tensor) -> float:
+    return float(metrics.alignment(x, y))
+
+
+def _uniformity(x: Tensor) -> float:
+    return float(metrics.uniformity(x[: _eval.UNIFORMITY_ROWS]))
 
 
 # -- SimCLR / SupCon ---------------------------------------------------------------------------
 
 
 class ViewsTask(Task):
-    """Two augmented views of each digit; NT-Xent (SimCLR) or SupCon with ``use_labels``."""
+    """Two augmented views of each digit; NT-Xent (SimCLR) or SupCon with ``use_labels``.  Both
+    views go through the encoder as one batch (``[v1; v2]``)."""
 
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__(cfg)
         self.split = digits_split()
-        loss = build_loss(cfg.loss, cfg.engine)
+        loss = task_loss(cfg.loss, cfg.engine)
         check_loss_call(loss, cfg.use_labels)
         encoder = ImageTower(cfg.width, cfg.hidden_dim, cfg.embed_dim, cfg.norm)
         self.modules = nn.ModuleDict({"encoder": encoder, "loss": loss})
@@ -201,14 +206,14 @@ class ViewsTask(Task):
             "labels": self.split.y_train[rows].to(self.device),
         }
 
-    def encode(self, batch: Batch, rows: slice) -> tuple[Tensor, ...]:
-        v1, v2 = batch["local"]["v1"][rows], batch["local"]["v2"][rows]
-        z = self.encoder(torch.cat([v1, v2]))
-        return tuple(z.chunk(2))
+    def towers(self, batch: Batch) -> tuple[list[nn.Module], list[Tensor]]:
+        local = batch["local"]
+        return [self.encoder], [torch.cat([local["v1"], local["v2"]])]
 
-    def loss(self, embeddings: tuple[Tensor, ...], batch: Batch) -> Tensor:
-        labels = batch["labels"] if self.cfg.use_labels else None
-        return call_loss(self.modules["loss"], embeddings[0], embeddings[1], labels)
+    def loss(self, embeddings: list[Tensor], batch: Batch) -> Tensor:
+        z1, z2 = embeddings[0].chunk(2)
+        labels = batch["local"]["labels"] if self.cfg.use_labels else None
+        return call_loss(self.modules["loss"], z1, z2, labels)
 
     def _features(self, x: Tensor) -> Tensor:
         return self._embed_in_chunks(self.encoder.features, x)
@@ -220,96 +225,69 @@ class ViewsTask(Task):
         f_tr, f_te = self._features(s.x_train), self._features(s.x_test)
         out = {}
         for name, (tr, te) in {"raw input": (raw_tr, raw_te), "trained": (f_tr, f_te)}.items():
-            out[name] = _classification_metrics(tr, s.y_train, te, s.y_test, k)
-        a, u = self.geometry()
-        v1, v2 = _fixed_views(s.x_test, self.cfg)
-        out["raw input"]["alignment"] = _eval.alignment(v1.flatten(1), v2.flatten(1))
-        out["raw input"]["uniformity"] = _eval.uniformity(raw_te)
-        out["trained"]["alignment"], out["trained"]["uniformity"] = a, u
+            out[name] = _eval.classification(tr, s.y_train, te, s.y_test, k)
+        out["raw input"]["alignment"], out["raw input"]["uniformity"] = self._raw_geometry()
+        out["trained"]["alignment"], out["trained"]["uniformity"] = self.geometry()
         return out
+
+    def _raw_geometry(self) -> tuple[float, float]:
+        v1, v2 = _fixed_views(self.split.x_test, self.cfg)
+        return _alignment(v1.flatten(1), v2.flatten(1)), _uniformity(self.split.x_test.flatten(1))
 
     @torch.no_grad()
     def geometry(self) -> tuple[float, float]:
         s = self.split
         v1, v2 = _fixed_views(s.x_test, self.cfg)
-        a = _eval.alignment(self._features(v1), self._features(v2))
-        return a, _eval.uniformity(self._features(s.x_test))
+        a = _alignment(self._features(v1), self._features(v2))
+        return a, _uniformity(self._features(s.x_test))
 
     @torch.no_grad()
     def plot_data(self) -> dict[str, Any]:
         s = self.split
-        v1, v2 = _fixed_views(s.x_test, self.cfg)
         return {
             "test": self._features(s.x_test),
             "raw": s.x_test.flatten(1),
             "labels": s.y_test,
-            "raw_geometry": (
-                _eval.alignment(v1.flatten(1), v2.flatten(1)),
-                _eval.uniformity(s.x_test.flatten(1)),
-            ),
+            "raw_geometry": self._raw_geometry(),
         }
 
 
 # -- MoCo --------------------------------------------------------------------------------------
 
 
-class MinimalMoCoQueue(nn.Module):
-    """CLI-INTERNAL STAND-IN for :mod:`contrastkit.negatives` (replace when it lands): a FIFO
-    queue of ``size`` normalised keys (He et al. 2020), saved with the checkpoint."""
-
-    def __init__(self, size: int, dim: int, seed: int) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.register_buffer("keys", F.normalize(torch.randn(size, dim, generator=g), dim=1))
-        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
-
-    @torch.no_grad()
-    def push(self, keys: Tensor) -> None:
-        keys = F.normalize(keys.detach().float(), dim=1)[-self.keys.shape[0] :]
-        n, size = keys.shape[0], self.keys.shape[0]
-        idx = (int(self.pointer) + torch.arange(n, device=keys.device)) % size
-        self.keys[idx] = keys.to(self.keys.dtype)
-        self.pointer.fill_((int(self.pointer) + n) % size)
-
-
-@torch.no_grad()
-def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
-    """CLI-INTERNAL STAND-IN for the library's momentum encoder: ``t <- m t + (1 - m) s``."""
-    for t, s in zip(target.parameters(), source.parameters(), strict=True):
-        t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
-    for t, s in zip(target.buffers(), source.buffers(), strict=True):
-        t.copy_(s)
-
-
 class MoCoTask(ViewsTask):
     """MoCo v2 (He et al. 2020; Chen et al. 2020), symmetrised: queries from the encoder, keys
-    from its momentum copy, a queue of past keys as extra negatives."""
+    from its momentum copy (:class:`contrastkit.negatives.MomentumEncoder`), a queue of past
+    keys as extra negatives (:class:`contrastkit.negatives.NegativeQueue`, saved with the
+    checkpoint)."""
 
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__(cfg)
         if cfg.queue_size < 1:
             raise CLIError("the moco recipe needs --queue-size >= 1")
         check_loss_call(self.modules["loss"], False, needs=("negatives",))
-        key_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.modules["key_encoder"] = key_encoder
-        self.modules["queue"] = MinimalMoCoQueue(cfg.queue_size, cfg.embed_dim, cfg.seed)
+        self.modules["key_encoder"] = MomentumEncoder(self.encoder, cfg.momentum)
+        self.modules["queue"] = NegativeQueue(
+            cfg.queue_size, cfg.embed_dim, distributed=_distributed()
+        )
 
-    def encode(self, batch: Batch, rows: slice) -> tuple[Tensor, ...]:
-        v1, v2 = batch["local"]["v1"][rows], batch["local"]["v2"][rows]
-        q1, q2 = self.encoder(torch.cat([v1, v2])).chunk(2)
-        with torch.no_grad():
-            k1, k2 = self.modules["key_encoder"](torch.cat([v1, v2])).chunk(2)
-        return q1, q2, k1, k2
-
-    def loss(self, embeddings: tuple[Tensor, ...], batch: Batch) -> Tensor:
-        q1, q2, k1, k2 = embeddings
-        queue = self.modules["queue"].keys.clone().to(q1.dtype)
+    def loss(self, embeddings: list[Tensor], batch: Batch) -> Tensor:
+        q1, q2 = embeddings[0].chunk(2)
+        local = batch["local"]
+        k1, k2 = self.modules["key_encoder"](torch.cat([local["v1"], local["v2"]])).chunk(2)
+        batch["keys"] = (k1, k2)  # enqueued by after_step
+        queue = self.modules["queue"].read().negatives.to(q1.dtype)
+        if queue.shape[0] == 0:  # the first step: nothing queued yet (losses reject 0 rows)
+            queue = None
         loss = self.modules["loss"]
-        return (loss(q1, k2.detach(), negatives=queue) + loss(q2, k1.detach(), negatives=queue)) / 2
+        return (
+            call_loss(loss, q1, k2, negatives=queue) + call_loss(loss, q2, k1, negatives=queue)
+        ) / 2
 
-    def after_step(self, embeddings: tuple[Tensor, ...]) -> None:
-        ema_update(self.modules["key_encoder"], self.encoder, self.cfg.momentum)
-        self.modules["queue"].push(torch.cat([embeddings[2], embeddings[3]]))
+    def after_step(self, batch: Batch) -> None:
+        self.modules["key_encoder"].update(self.encoder)
+        for keys in batch["keys"]:  # the global k1, then k2: the order of one process
+            self.modules["queue"].push(keys)
 
 
 # -- image tower against a caption tower (CLIP, SigLIP) ----------------------------------------
@@ -324,7 +302,7 @@ class CaptionsTask(Task):
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__(cfg)
         self.split = digits_split()
-        loss = build_loss(cfg.loss, cfg.engine)
+        loss = task_loss(cfg.loss, cfg.engine)
         check_loss_call(loss, cfg.use_labels)
         if loss_style(loss) == "views":
             raise CLIError(f"{type(loss).__name__} compares views of one tower; use infonce/siglip")
@@ -348,15 +326,13 @@ class CaptionsTask(Task):
             "labels": y.to(self.device),
         }
 
-    def _text(self, caption_ids: Tensor) -> Tensor:
-        return self.modules["text"](self.caption_tokens.to(caption_ids.device)[caption_ids])
-
-    def encode(self, batch: Batch, rows: slice) -> tuple[Tensor, ...]:
+    def towers(self, batch: Batch) -> tuple[list[nn.Module], list[Tensor]]:
         local = batch["local"]
-        return self.modules["image"](local["images"][rows]), self._text(local["captions"][rows])
+        tokens = self.caption_tokens.to(self.device)[local["captions"]]
+        return [self.modules["image"], self.modules["text"]], [local["images"], tokens]
 
-    def loss(self, embeddings: tuple[Tensor, ...], batch: Batch) -> Tensor:
-        labels = batch["labels"] if self.cfg.use_labels else None
+    def loss(self, embeddings: list[Tensor], batch: Batch) -> Tensor:
+        labels = batch["local"]["labels"] if self.cfg.use_labels else None
         return call_loss(self.modules["loss"], embeddings[0], embeddings[1], labels)
 
     # evaluation ------------------------------------------------------------------------------
@@ -374,14 +350,12 @@ class CaptionsTask(Task):
 
     def _joint(self, name: str) -> tuple[Tensor, Tensor, Tensor]:
         """Held-out image embeddings of tower ``name``, their captions' embeddings, and the
-        class-prompt embeddings (mean of normalised prompts per class)."""
+        class prompts' embeddings ``(classes, prompts, D)``."""
         s = self.split
         images = self._embed_in_chunks(self.modules[name], s.x_test)
         texts = [caption(int(c), int(i)) for i, c in enumerate(s.y_test)]
         text = self._text_embeddings(texts)
-        classes = torch.stack(
-            [F.normalize(self._text_embeddings(p), dim=1).mean(0) for p in prompts()]
-        )
+        classes = torch.stack([self._text_embeddings(p) for p in prompts()])
         return images, text, classes
 
     def _tower_metrics(self, name: str) -> dict[str, float | None]:
@@ -391,24 +365,20 @@ class CaptionsTask(Task):
             self._embed_in_chunks(backbone, s.x_train),
             self._embed_in_chunks(backbone, s.x_test),
         )
-        out: dict[str, float | None] = _classification_metrics(f_tr, s.y_train, f_te, s.y_test, k)
+        out: dict[str, float | None] = _eval.classification(f_tr, s.y_train, f_te, s.y_test, k)
         images, text, classes = self._joint(name)
-        r = _eval.recall_at_k(images, text, (1, 5), query_labels=s.y_test, key_labels=s.y_test)
-        out["recall@1"], out["recall@5"] = r[1], r[5]
-        out["alignment"] = _eval.alignment(images, text)
-        out["uniformity"] = _eval.uniformity(images)
-        out["modality_gap"] = _eval.modality_gap(images, text)
-        out["zero_shot_accuracy"] = _eval.zero_shot_accuracy(images, s.y_test, classes)
+        out |= _eval.paired(images, text, labels=s.y_test)  # recall is image -> caption
+        out["zero_shot_accuracy"] = float(metrics.zero_shot_accuracy(images, s.y_test, classes))
         return out
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, float | None]]:
         s, k = self.split, self.cfg.knn_k
-        raw: dict[str, float | None] = _classification_metrics(
+        raw: dict[str, float | None] = _eval.classification(
             s.x_train.flatten(1), s.y_train, s.x_test.flatten(1), s.y_test, k
         )
         # recall is image->caption for the towers; the raw row keeps image->image recall.
-        raw |= {"alignment": None, "uniformity": _eval.uniformity(s.x_test.flatten(1))}
+        raw |= {"alignment": None, "uniformity": _uniformity(s.x_test.flatten(1))}
         raw |= {"modality_gap": None, "zero_shot_accuracy": None}
         out = {"raw input": raw}
         names = self._image_tower_names()
@@ -419,7 +389,7 @@ class CaptionsTask(Task):
     @torch.no_grad()
     def geometry(self) -> tuple[float, float]:
         images, text, _ = self._joint(self._image_tower_names()[0])
-        return _eval.alignment(images, text), _eval.uniformity(images)
+        return _alignment(images, text), _uniformity(images)
 
     @torch.no_grad()
     def plot_data(self) -> dict[str, Any]:
@@ -460,11 +430,11 @@ def load_sentence_model():
 
 
 LIT_LOSSES = {
-    "infonce": lambda: build_loss(
+    "infonce": lambda: task_loss(
         {"name": "InfoNCE", "temperature": 0.07, "symmetric": True, "learnable_temperature": True}
     ),
-    "siglip": lambda: build_loss({"name": "SigLIP"}),
-    "cwcl": lambda: MinimalCWCL(0.07),
+    "siglip": lambda: task_loss({"name": "SigLIP"}),
+    "cwcl": lambda: LearnableCWCL(0.07),
 }
 
 
@@ -485,8 +455,9 @@ class LiTTask(CaptionsTask):
         model = load_sentence_model()
         with torch.no_grad():
             self.caption_table = model.encode(all_captions(), convert_to_tensor=True).float().cpu()
-            per_prompt = [model.encode(p, convert_to_tensor=True).float().cpu() for p in prompts()]
-            self.prompt_table = torch.stack([F.normalize(e, dim=1).mean(0) for e in per_prompt])
+            self.prompt_table = torch.stack(
+                [model.encode(p, convert_to_tensor=True).float().cpu() for p in prompts()]
+            )
         dim = self.caption_table.shape[1]
         towers = {
             f"image_{n}": ImageTower(cfg.width, cfg.hidden_dim, dim, cfg.norm)
@@ -498,15 +469,16 @@ class LiTTask(CaptionsTask):
     def _image_tower_names(self) -> list[str]:
         return [f"image_{n}" for n in self.cfg.lit_losses]
 
-    def encode(self, batch: Batch, rows: slice) -> tuple[Tensor, ...]:
-        images = batch["local"]["images"][rows]
-        return tuple(self.modules[n](images) for n in self._image_tower_names())
+    def towers(self, batch: Batch) -> tuple[list[nn.Module], list[Tensor]]:
+        images = batch["local"]["images"]
+        names = self._image_tower_names()
+        return [self.modules[n] for n in names], [images] * len(names)
 
-    def loss(self, embeddings: tuple[Tensor, ...], batch: Batch) -> Tensor:
-        text = self.caption_table.to(self.device)[batch["captions"]]
+    def loss(self, embeddings: list[Tensor], batch: Batch) -> Tensor:
+        text = self.caption_table.to(self.device)[batch["local"]["captions"]]
         total = 0.0
         for name, z in zip(self.cfg.lit_losses, embeddings, strict=True):
-            total = total + self.modules[f"loss_{name}"](z, text.to(z.dtype))
+            total = total + call_loss(self.modules[f"loss_{name}"], z, text.to(z.dtype))
         return total
 
     def _joint(self, name: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -534,7 +506,7 @@ class PairsTask(Task):
         self.split = pairs_split(cfg)
         if cfg.use_labels and self.split.y_train is None:
             raise CLIError("--use-labels true needs a labels file: --labels y.npy")
-        loss = build_loss(cfg.loss, cfg.engine)
+        loss = task_loss(cfg.loss, cfg.engine)
         check_loss_call(loss, cfg.use_labels)
         da, db = self.split.x_train.shape[1], self.split.x2_train.shape[1]
         self.modules = nn.ModuleDict(
@@ -552,12 +524,12 @@ class PairsTask(Task):
             batch["labels"] = s.y_train[rows].to(self.device)
         return batch
 
-    def encode(self, batch: Batch, rows: slice) -> tuple[Tensor, ...]:
+    def towers(self, batch: Batch) -> tuple[list[nn.Module], list[Tensor]]:
         local = batch["local"]
-        return self.modules["head_a"](local["a"][rows]), self.modules["head_b"](local["b"][rows])
+        return [self.modules["head_a"], self.modules["head_b"]], [local["a"], local["b"]]
 
-    def loss(self, embeddings: tuple[Tensor, ...], batch: Batch) -> Tensor:
-        labels = batch.get("labels") if self.cfg.use_labels else None
+    def loss(self, embeddings: list[Tensor], batch: Batch) -> Tensor:
+        labels = batch["local"].get("labels") if self.cfg.use_labels else None
         return call_loss(self.modules["loss"], embeddings[0], embeddings[1], labels)
 
     def _test(self) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -567,11 +539,7 @@ class PairsTask(Task):
     def _metrics(self, a: Tensor, b: Tensor, a_train: Tensor) -> dict[str, float | None]:
         """Retrieval a->b (row i is the match), geometry, and with labels kNN / linear probe."""
         s = self.split
-        r = _eval.recall_at_k(a, b, (1, 5))
-        out: dict[str, float | None] = {"recall@1": r[1], "recall@5": r[5]}
-        out["alignment"] = _eval.alignment(a, b)
-        out["uniformity"] = _eval.uniformity(a[:2000])
-        out["modality_gap"] = _eval.modality_gap(a, b)
+        out: dict[str, float | None] = _eval.paired(a, b)
         if s.y_train is not None:
             y_tr, y_te = s.y_train[: a_train.shape[0]], s.y_test[: a.shape[0]]
             out["knn_accuracy"] = _eval.knn_accuracy(a_train, y_tr, a, y_te, self.cfg.knn_k)
@@ -598,7 +566,7 @@ class PairsTask(Task):
     @torch.no_grad()
     def geometry(self) -> tuple[float, float]:
         za, zb, _ = self._heads()
-        return _eval.alignment(za, zb), _eval.uniformity(za[:2000])
+        return _alignment(za, zb), _uniformity(za)
 
     @torch.no_grad()
     def plot_data(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import torch
 from contrastkit.cli import _dist
 from contrastkit.cli._tasks import Batch, Task
 from contrastkit.cli.config import CLIError, RunConfig, as_dict, to_toml
+from contrastkit.training import grad_cache_step
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -183,44 +184,27 @@ def _local(batch: Batch, ctx: _dist.Context, global_size: int) -> dict:
     return {k: v[sl] for k, v in batch.items() if torch.is_tensor(v) and v.shape[0] == global_size}
 
 
-def train_step(
-    task: Task, batch: Batch, ctx: _dist.Context, chunk: int, autocast
-) -> tuple[float, tuple[torch.Tensor, ...]]:
-    """Forward, backward and gradient averaging of one global batch.
+def train_step(task: Task, batch: Batch, ctx: _dist.Context, chunk: int, bf16: bool) -> float:
+    """Forward, backward and gradient averaging of one global batch; returns its loss.
 
-    Without gradient caching the local embeddings are gathered with gradients and the global
-    loss is backpropagated.  With ``chunk > 0`` (GradCache, Gao et al. 2021) the local rows are
-    first embedded without a graph in sub-batches, the loss's gradient with respect to the
-    embeddings is computed, and each sub-batch is embedded again and backpropagated with its
-    slice of that gradient, so encoder memory depends on ``chunk``, not on the batch size.
+    Each process embeds its rows and calls the task's loss, which is the global batch's (see
+    :mod:`contrastkit.cli._dist`).  With ``chunk > 0`` the encoders run on ``chunk`` inputs at a
+    time with gradient caching (:func:`contrastkit.training.grad_cache_step`, Gao et al. 2021),
+    so encoder memory depends on ``chunk``, not on the batch size.
     """
-    n_local = next(iter(batch["local"].values())).shape[0]
-    if chunk <= 0 or chunk >= n_local:
-        with autocast():
-            embeddings = task.encode(batch, slice(None))
-            gathered = tuple(
-                _dist.gather(e, ctx) if e.requires_grad else _dist.gather_no_grad(e, ctx)
-                for e in embeddings
-            )
-            loss = task.loss(gathered, batch)
-        loss.backward()
+    encoders, inputs = task.towers(batch)
+    dtype = torch.bfloat16 if bf16 else None
+    if 0 < chunk < max(x.shape[0] for x in inputs):
+        loss = grad_cache_step(
+            encoders, inputs, lambda *e: task.loss(list(e), batch), chunk, autocast_dtype=dtype
+        )
     else:
-        slices = [slice(i, min(i + chunk, n_local)) for i in range(0, n_local, chunk)]
-        with torch.no_grad(), autocast():
-            parts = [task.encode(batch, s) for s in slices]
-        leaves = [torch.cat(p).detach().float().requires_grad_() for p in zip(*parts, strict=True)]
-        with autocast():
-            gathered = tuple(_dist.gather(x, ctx) for x in leaves)
-            loss = task.loss(gathered, batch)
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=bf16):
+            embeddings = [enc(x) for enc, x in zip(encoders, inputs, strict=True)]
+        loss = task.loss(embeddings, batch)
         loss.backward()
-        for s in slices:
-            with autocast():
-                outs = task.encode(batch, s)
-            pairs = [(o, x.grad[s]) for o, x in zip(outs, leaves, strict=True) if o.requires_grad]
-            torch.autograd.backward([o for o, _ in pairs], [g.to(o.dtype) for o, g in pairs])
-        gathered = tuple(x.detach() for x in gathered)
     _dist.average_gradients(task.modules, ctx)
-    return float(loss.detach()), tuple(e.detach() for e in gathered)
+    return float(loss.detach())
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -254,11 +238,7 @@ def train(
     spe = math.ceil(task.num_train / batch_size)
     total = cfg.epochs * spe
     stop = min(total, cfg.max_steps) if cfg.max_steps else total
-    use_bf16 = cfg.precision == "bf16"
-
-    def autocast():
-        return torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_bf16)
-
+    bf16 = cfg.precision == "bf16"
     progress = Progress(progress_mode if ctx.is_main else "none", stop, spe, cfg.epochs)
     interrupted = False
     t_start = time.perf_counter()
@@ -278,13 +258,13 @@ def train(
                 group["lr"] = learning_rate(cfg, step, total, spe)
             task.modules.train()
             opt.zero_grad(set_to_none=True)
-            loss, embeddings = train_step(task, batch, ctx, cfg.grad_cache_chunk, autocast)
+            loss = train_step(task, batch, ctx, cfg.grad_cache_chunk, bf16)
             if not math.isfinite(loss):
                 raise CLIError(
                     f"the loss became {loss} at step {step}; lower --lr or raise the temperature"
                 )
             opt.step()
-            task.after_step(embeddings)
+            task.after_step(batch)
             step += 1
             state["step"] = step
             state["history"]["loss"].append(loss)

@@ -55,7 +55,7 @@ class RunConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 2.0
     max_steps: int = 0  # stop after this many steps (0: run all epochs); the schedule follows
-    grad_cache_chunk: int = 0  # >0: gradient caching with sub-batches of this many rows
+    grad_cache_chunk: int = 0  # >0: gradient caching, the encoders run on this many inputs at once
     # -- augmentation (digits) --------------------------------------------------------------
     rotate: float = 15.0  # degrees, uniform in [-rotate, rotate]
     scale: float = 0.15  # zoom factor in [1 - scale, 1 + scale]
@@ -276,8 +276,9 @@ def parse_loss_arg(cls: type, key: str, text: str) -> Any:
     return text
 
 
-def build_loss(spec: dict[str, Any], engine: str = "auto"):
-    """Instantiate ``spec = {"name": ..., **kwargs}``; ``engine`` is passed when accepted."""
+def build_loss(spec: dict[str, Any], engine: str = "auto", distributed: bool = False):
+    """Instantiate ``spec = {"name": ..., **kwargs}``; ``engine`` and ``distributed=True`` are
+    passed when the loss accepts them (and ``spec`` does not set them)."""
     cls = resolve_loss_class(spec["name"])
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     params = loss_parameters(cls)
@@ -288,6 +289,8 @@ def build_loss(spec: dict[str, Any], engine: str = "auto"):
             )
     if "engine" in params and "engine" not in kwargs:
         kwargs["engine"] = engine
+    if distributed and "distributed" in params and "distributed" not in kwargs:
+        kwargs["distributed"] = True
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:

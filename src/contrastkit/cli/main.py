@@ -41,14 +41,10 @@ from contrastkit.cli.config import (
 
 def _views(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A random-shift-and-noise view of each 8x8 image, flattened to 64 pixels."""
-    n = images.shape[0]
-    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
-    dx = torch.randint(0, 3, (n,), generator=generator)
-    dy = torch.randint(0, 3, (n,), generator=generator)
-    rows = torch.arange(8)
-    out = torch.stack([padded[i, dy[i] + rows][:, dx[i] + rows] for i in range(n)])
-    out = out + 0.05 * torch.randn(out.shape, generator=generator)
-    return out.reshape(n, -1)
+    from contrastkit.views import gaussian_noise, random_shift
+
+    shifted = random_shift(images, 1, generator=generator)
+    return gaussian_noise(shifted, 0.05, generator=generator).reshape(images.shape[0], -1)
 
 
 def cmd_losses(args: argparse.Namespace) -> int:
@@ -346,40 +342,31 @@ def _eval_run(run_dir: Path) -> tuple[dict, int]:
 
 
 def _eval_arrays(args: argparse.Namespace) -> dict:
+    from contrastkit import metrics
     from contrastkit.cli import _eval
-    from contrastkit.cli._data import load_matrix
+    from contrastkit.cli._data import load_labels, load_matrix, load_pair
 
-    x = load_matrix(args.embeddings, "embeddings")
-    out: dict[str, float | None] = {}
-    if args.labels:
-        y = load_matrix(args.labels, "labels")
-        if y.dim() != 1 or y.shape[0] != x.shape[0]:
-            raise CLIError(
-                f"labels file {args.labels} must hold one integer per row of {args.embeddings} "
-                f"({x.shape[0]}), got shape {tuple(y.shape)}"
-            )
-        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
-        n_test = max(1, round(x.shape[0] * args.test_fraction))
-        te, tr = perm[:n_test], perm[n_test:]
-        out["knn_accuracy"] = _eval.knn_accuracy(x[tr], y[tr], x[te], y[te], args.knn_k)
-        out["linear_probe_accuracy"] = _eval.linear_probe_accuracy(x[tr], y[tr], x[te], y[te])
-    out["uniformity"] = _eval.uniformity(x[:2000])
     if args.other:
-        z = load_matrix(args.other, "other")
-        if z.shape[0] != x.shape[0]:
-            raise CLIError(
-                f"{args.embeddings} has {x.shape[0]} rows but {args.other} has {z.shape[0]}: "
-                "paired files need the same number of rows"
-            )
+        x, z = load_pair(args.embeddings, args.other, ("embeddings", "other"))
         if z.shape[1] != x.shape[1]:
             raise CLIError(
                 f"{args.embeddings} and {args.other} have different sizes "
                 f"({x.shape[1]} vs {z.shape[1]}): metrics of pairs need one space"
             )
-        r = _eval.recall_at_k(x[:4000], z[:4000], (1, 5))
-        out["recall@1"], out["recall@5"] = r[1], r[5]
-        out["alignment"] = _eval.alignment(x, z)
-        out["modality_gap"] = _eval.modality_gap(x, z)
+    else:
+        x = load_matrix(args.embeddings, "embeddings")
+    out: dict[str, float | None] = {}
+    if args.labels:
+        y = load_labels(args.labels, x.shape[0], args.embeddings)
+        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+        n_test = max(1, round(x.shape[0] * args.test_fraction))
+        te, tr = perm[:n_test], perm[n_test:]
+        out["knn_accuracy"] = _eval.knn_accuracy(x[tr], y[tr], x[te], y[te], args.knn_k)
+        out["linear_probe_accuracy"] = _eval.linear_probe_accuracy(x[tr], y[tr], x[te], y[te])
+    if args.other:
+        out |= _eval.paired(x, z)
+    else:
+        out["uniformity"] = float(metrics.uniformity(x[: _eval.UNIFORMITY_ROWS]))
     return {"embeddings": out}
 
 
