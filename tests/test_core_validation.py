@@ -149,3 +149,16 @@ def test_temperature_001_with_large_logits_is_exact():
     ref = CF.info_nce(q.double(), q.double(), temperature=0.01)
     assert torch.isfinite(loss)
     torch.testing.assert_close(loss.double(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_empty_negative_bank_adds_nothing_and_bad_empty_banks_raise():
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    plain = CF.info_nce(q, k)
+    # a queue before its first push: (0, D) shared or (B, 0, D) per-query negatives
+    assert torch.equal(CF.info_nce(q, k, negatives=torch.empty(0, 4)), plain)
+    assert torch.equal(CF.info_nce(q, k, negatives=torch.empty(5, 0, 4)), plain)
+    with pytest.raises(ValueError, match="negatives must be floating point with 4 features"):
+        CF.info_nce(q, k, negatives=torch.empty(0, 3))
+    with pytest.raises(ValueError, match="negatives"):
+        CF.info_nce(q, k, negatives=torch.empty(4, 0, 4))

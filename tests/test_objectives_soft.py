@@ -430,6 +430,15 @@ def test_gradcheck_soft_objectives():
 def test_modules_match_functionals():
     q, k = leaves((6, 4), (6, 4), seed=30)
     torch.testing.assert_close(S.CWCL()(q, k), S.cwcl(q, k))
+    learned = S.CWCL(0.2, learnable_temperature=True).double()
+    loss = learned(q, k)
+    torch.testing.assert_close(loss, S.cwcl(q, k, temperature=0.2))
+    loss.backward()  # the gradient of the parameter log(1/tau), by central differences
+    p, h = math.log(1 / 0.2), 1e-6
+    fd = S.cwcl(q, k, temperature=math.exp(-p - h)) - S.cwcl(q, k, temperature=math.exp(-p + h))
+    torch.testing.assert_close(
+        learned.logit_scale.logit_scale.grad, fd.detach() / (2 * h), rtol=1e-6, atol=1e-9
+    )
     adj = torch.eye(6, dtype=torch.bool).roll(1, 0)
     torch.testing.assert_close(
         S.GraphInfoNCE(intra_weight=0.3)(q, k, adj),

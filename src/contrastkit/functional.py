@@ -335,6 +335,14 @@ def _split_negatives(negatives: Tensor | None, query: Tensor) -> tuple[Tensor | 
         return None, None
     if not isinstance(negatives, Tensor):
         raise TypeError(f"negatives must be a torch.Tensor, got {type(negatives).__name__}")
+    empty = negatives.dim() in (2, 3) and negatives.shape[-2] == 0  # e.g. a queue not yet filled
+    if empty and (not negatives.is_floating_point() or negatives.shape[-1] != query.shape[-1]):
+        raise ValueError(
+            f"negatives must be floating point with {query.shape[-1]} features (as query), got "
+            f"{negatives.dtype} of shape {tuple(negatives.shape)}"
+        )
+    if empty and negatives.dim() == 2:
+        return None, None
     if negatives.dim() == 3:
         negatives = check_embeddings("negatives", negatives, ndim=3)
         if negatives.shape[0] != query.shape[0]:
@@ -343,7 +351,7 @@ def _split_negatives(negatives: Tensor | None, query: Tensor) -> tuple[Tensor | 
                 f"got shape {tuple(negatives.shape)}"
             )
         check_same_dim(("query", "negatives"), (query, negatives))
-        return negatives, None
+        return (None if negatives.shape[1] == 0 else negatives), None
     if negatives.dim() == 2:
         negatives = check_embeddings("negatives", negatives)
         check_same_dim(("query", "negatives"), (query, negatives))

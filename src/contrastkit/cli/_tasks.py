@@ -19,7 +19,6 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit import distributed as cdist
-from contrastkit import functional as CF
 from contrastkit import metrics
 from contrastkit.cli import _dist, _eval
 from contrastkit.cli._data import (
@@ -33,9 +32,9 @@ from contrastkit.cli._data import (
     prompts,
 )
 from contrastkit.cli.config import CLIError, RunConfig, build_loss
+from contrastkit.losses import CWCL
 from contrastkit.models import MLP, CaptionTower, ImageTower, WordTokenizer
 from contrastkit.negatives import MomentumEncoder, NegativeQueue
-from contrastkit.similarity import LogitScale
 
 Batch = dict[str, Any]
 
@@ -82,22 +81,6 @@ def call_loss(loss: nn.Module, a: Tensor, b: Tensor, labels: Tensor | None = Non
     if labels is not None:
         kw["labels"] = labels
     return loss(a, b, **kw)
-
-
-# -- CWCL with a learnable temperature -------------------------------------------------------
-
-
-class LearnableCWCL(nn.Module):
-    r"""CWCL (Srinivasa et al. 2023; :func:`contrastkit.functional.cwcl`) with a learnable
-    temperature, like the other losses of the LiT recipe (``contrastkit.losses.CWCL`` keeps its
-    temperature fixed).  The positive weights come from the frozen side, the ``key``."""
-
-    def __init__(self, temperature: float = 0.07) -> None:
-        super().__init__()
-        self.logit_scale = LogitScale(temperature, True)
-
-    def forward(self, query: Tensor, key: Tensor) -> Tensor:
-        return CF.cwcl(query, key, temperature=1.0 / self.logit_scale())
 
 
 # -- base --------------------------------------------------------------------------------------
@@ -434,7 +417,7 @@ LIT_LOSSES = {
         {"name": "InfoNCE", "temperature": 0.07, "symmetric": True, "learnable_temperature": True}
     ),
     "siglip": lambda: task_loss({"name": "SigLIP"}),
-    "cwcl": lambda: LearnableCWCL(0.07),
+    "cwcl": lambda: CWCL(0.07, learnable_temperature=True),
 }
 
 

@@ -34,7 +34,13 @@ from contrastkit._validation import (
 )
 from contrastkit.functional import _scale_from_temperature, info_nce
 from contrastkit.objectives.infonce import VARIANTS
-from contrastkit.similarity import SIMILARITIES, compute_dtype, pairwise_similarity, prepare
+from contrastkit.similarity import (
+    SIMILARITIES,
+    LogitScale,
+    compute_dtype,
+    pairwise_similarity,
+    prepare,
+)
 
 __all__ = [
     "cwcl",
@@ -590,16 +596,36 @@ def best_alignment_consistency(
 class CWCL(nn.Module):
     r"""Continuously weighted contrastive loss; see :func:`cwcl`.
 
+    ``learnable_temperature=True`` learns :math:`\log(1/\tau)` (a
+    :class:`~contrastkit.similarity.LogitScale`, clamped at ``max_scale`` as CLIP does), as when
+    the trained tower is aligned to a frozen one in LiT / CWCL training.
+
     Example:
         >>> import torch
         >>> CWCL(temperature=0.07)(torch.randn(8, 16), torch.randn(8, 16)).shape
         torch.Size([])
+        >>> loss_fn = CWCL(learnable_temperature=True)
+        >>> loss_fn(torch.randn(8, 16), torch.randn(8, 16)).backward()
+        >>> loss_fn.logit_scale.logit_scale.grad is not None
+        True
     """
 
-    def __init__(self, temperature: float = 0.07, symmetric: bool = True) -> None:
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        symmetric: bool = True,
+        *,
+        learnable_temperature: bool = False,
+        max_scale: float = 100.0,
+    ) -> None:
         super().__init__()
-        check_positive_scalar("temperature", temperature)
-        self.temperature, self.symmetric = float(temperature), bool(symmetric)
+        self.logit_scale = LogitScale(temperature, learnable_temperature, max_scale)
+        self.symmetric = bool(symmetric)
+
+    @property
+    def temperature(self) -> float | Tensor:
+        """The current temperature (a differentiable tensor when learnable)."""
+        return 1.0 / self.logit_scale()
 
     def forward(self, query: Tensor, key: Tensor, frozen: Tensor | None = None) -> Tensor:
         return cwcl(
