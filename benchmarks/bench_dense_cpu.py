@@ -7,7 +7,8 @@ float32, ``B x D`` embeddings; the hand-written loss is the open_clip-style refe
     loss = (cross_entropy(logits, arange(B)) + cross_entropy(logits.T, arange(B))) / 2
 
 The two are timed alternately (median of ``--repeats``) in one process, after a warm-up.  Peak
-extra memory: each loss in a fresh process, the growth of its peak RSS (``ru_maxrss``) over one
+extra memory: each loss in a fresh process, the growth of its peak RSS (``VmHWM``, reset through
+``/proc/self/clear_refs``; ``ru_maxrss`` would carry the parent's peak across exec) over one
 forward + backward (inputs allocated before the baseline is read; large blocks forced to ``mmap``
 so freed memory is returned).
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import time
 
@@ -54,9 +54,19 @@ def _peak_child(name: str, b: int, dim: int, threads: int, out) -> None:
     log_scale = torch.tensor(2.66, requires_grad=True)
     fn = {"plain": plain_clip, "dense": contrastkit_dense}[name]
     fn(q[:8], k[:8], log_scale).backward()  # imports, thread pools
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _status_mib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
+        f.write("5")
     fn(q, k, log_scale).backward()
-    out.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+    out.put(_status_mib("VmHWM") - base)
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(field)
 
 
 def peak_extra_mib(name: str, b: int, dim: int, threads: int) -> float:
