@@ -32,6 +32,8 @@ import contrastkit.distributed as cdist
 from contrastkit.functional import info_nce, nt_xent, siglip, supcon
 from contrastkit.losses import InfoNCE
 from contrastkit.negatives import NegativeQueue, sycon_loss
+from contrastkit.objectives.margin import circle_loss
+from contrastkit.objectives.soft import cwcl
 from contrastkit.training import grad_cache_step
 
 TOL = 1e-6
@@ -321,6 +323,34 @@ def _exactness(rank: int, world: int, out: dict) -> None:
         "supcon-labels",
     )
 
+    # Losses without a ``distributed`` option: gather every rank's rows (differentiable) and
+    # compute the global batch's loss on every rank; the gather's backward gives the same
+    # world_size x scaling as distributed=True (docs/distributed.md, "Every other loss").
+    def gathered(fn):
+        def call(distributed, **kw):
+            if distributed:
+                kw = {k: cdist.all_gather(v) for k, v in kw.items()}
+            return fn(**kw)
+
+        return call
+
+    _compare(
+        gathered(lambda query, key, frozen: cwcl(query, key, frozen=frozen, temperature=0.1)),
+        {"query": (q, qs, True), "key": (qb, qs, True), "frozen": (randn(B, d), qs, False)},
+        world,
+        rank,
+        out,
+        "gathered-cwcl",
+    )
+    _compare(
+        gathered(lambda query, labels: circle_loss(query, labels=labels, gamma=8.0)),
+        {"query": (q, qs, True), "labels": (lab, qs, False)},
+        world,
+        rank,
+        out,
+        "gathered-circle",
+    )
+
 
 class _Dual(nn.Module):
     def __init__(self) -> None:
@@ -495,7 +525,7 @@ def _check_exactness(results: list[dict], world: int) -> None:
     for res in results:
         assert res["rows-none-auto"] <= TOL and res["rows-none-streaming"] <= TOL
     names = [k for k, v in results[0].items() if isinstance(v, dict) and "loss" in v]
-    assert len(names) == 16
+    assert len(names) == 18
     for name in names:
         losses = {res[name]["loss"] for res in results}
         assert len(losses) == 1, f"{name}: ranks disagree on the loss: {losses}"

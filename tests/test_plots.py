@@ -86,6 +86,24 @@ def test_loss_curve_with_power_law(tmp_path):
     assert np.allclose(fit.get_ydata(), losses.numpy(), rtol=1e-4)
 
 
+def test_panels_of_one_figure_through_ax(tmp_path):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    s = similarity_matrix(torch.randn(5, 4), torch.randn(5, 4))
+    assert plot_similarity_matrix(s, vmin=-1, vmax=1, ax=left) is fig
+    assert plot_loss_curve([3.0, 2.0, 1.5], ax=right) is fig
+    saved(fig, tmp_path, "panels")
+    assert left.images[0].get_clim() == (-1.0, 1.0)
+    assert right.lines[0].get_ydata().tolist() == [3.0, 2.0, 1.5]
+    assert len(fig.axes) == 3  # two panels + the heatmap's colour bar
+    with pytest.raises(TypeError, match="ax must be a matplotlib Axes"):
+        plot_loss_curve([1.0, 0.5], ax="left")
+    with pytest.raises(ValueError, match="vmin must be below vmax"):
+        plot_similarity_matrix(s, vmin=1, vmax=-1)
+
+
 def test_bad_input_errors_name_the_argument():
     with pytest.raises(ValueError, match="similarity must be a non-empty"):
         plot_similarity_matrix(torch.zeros(3))

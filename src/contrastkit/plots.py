@@ -1,7 +1,9 @@
 """Plots of embeddings and training (matplotlib, ``pip install contrastkit[plots]``).
 
 Every function returns a ``matplotlib.figure.Figure`` built without pyplot (no global state, no
-display needed); save it with ``fig.savefig("name.png")``.  matplotlib is imported on first use.
+display needed); save it with ``fig.savefig("name.png")``.  Pass ``ax=`` (a matplotlib ``Axes``)
+to draw into a panel of your own figure instead; the function then returns that axes' figure.
+matplotlib is imported on first use.
 
 - :func:`plot_alignment_uniformity`: the alignment-uniformity plane (Wang & Isola 2020).
 - :func:`plot_similarity_matrix`: a similarity heatmap.
@@ -21,6 +23,7 @@ from torch import Tensor
 from contrastkit._validation import check_embeddings, check_labels, check_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = [
@@ -42,6 +45,16 @@ def _figure(figsize: tuple[float, float]) -> Figure:
     return Figure(figsize=figsize, layout="constrained")
 
 
+def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    """The user's ``ax`` and its figure, or a new figure with one axes."""
+    if ax is None:
+        fig = _figure(figsize)
+        return fig, fig.add_subplot()
+    if not (hasattr(ax, "get_figure") and hasattr(ax, "scatter")):
+        raise TypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
+    return ax.get_figure(), ax
+
+
 def _numbers(name: str, values: Any) -> Tensor:
     if isinstance(values, Tensor):
         t = values.detach().to("cpu", torch.float64).flatten()
@@ -55,7 +68,10 @@ def _numbers(name: str, values: Any) -> Tensor:
 
 
 def plot_alignment_uniformity(
-    points: Mapping[str, tuple[float, float]], *, figsize: tuple[float, float] = (4.5, 4.0)
+    points: Mapping[str, tuple[float, float]],
+    *,
+    figsize: tuple[float, float] = (4.5, 4.0),
+    ax: Axes | None = None,
 ) -> Figure:
     """The alignment-uniformity plane of Wang & Isola 2020: one point per model.
 
@@ -71,8 +87,7 @@ def plot_alignment_uniformity(
     """
     if not isinstance(points, Mapping) or not points:
         raise ValueError("points must be a non-empty mapping {name: (alignment, uniformity)}")
-    fig = _figure(figsize)
-    ax = fig.add_subplot()
+    fig, ax = _axes(ax, figsize)
     for name, pair in points.items():
         if len(pair) != 2:
             raise ValueError(f"points[{name!r}] must be (alignment, uniformity), got {pair!r}")
@@ -90,10 +105,15 @@ def plot_similarity_matrix(
     *,
     title: str = "similarity",
     cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
     figsize: tuple[float, float] = (5.0, 4.0),
+    ax: Axes | None = None,
 ) -> Figure:
     """A heatmap of a ``(Q, K)`` similarity matrix (e.g.
     :func:`contrastkit.similarity.similarity_matrix` of a batch), with a colour bar.
+    ``vmin``/``vmax`` fix the colour range (e.g. ``-1, 1`` for cosine similarities, so that
+    heatmaps of several models compare); by default it spans the data.
 
     Example:
         >>> import torch
@@ -106,9 +126,12 @@ def plot_similarity_matrix(
         raise ValueError(f"similarity must be a non-empty (Q, K) matrix, got {tuple(s.shape)}")
     if not bool(torch.isfinite(s).all()):
         raise ValueError("similarity contains NaN or Inf values")
-    fig = _figure(figsize)
-    ax = fig.add_subplot()
-    im = ax.imshow(s.numpy(), cmap=cmap, aspect="auto", interpolation="nearest")
+    fig, ax = _axes(ax, figsize)
+    if vmin is not None and vmax is not None and not float(vmin) < float(vmax):
+        raise ValueError(f"vmin must be below vmax, got vmin={vmin}, vmax={vmax}")
+    im = ax.imshow(
+        s.numpy(), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest"
+    )
     fig.colorbar(im, ax=ax)
     ax.set_xlabel("key")
     ax.set_ylabel("query")
@@ -122,6 +145,7 @@ def plot_embedding_2d(
     *,
     title: str = "PCA projection",
     figsize: tuple[float, float] = (5.0, 4.5),
+    ax: Axes | None = None,
 ) -> Figure:
     """Embeddings projected on their first two principal components, coloured by ``labels``.
 
@@ -140,8 +164,7 @@ def plot_embedding_2d(
     if comps.shape[1] < 2:
         comps = torch.cat([comps, torch.zeros(x.shape[1], 1, dtype=x.dtype)], dim=1)
     xy = (centered @ comps).numpy()
-    fig = _figure(figsize)
-    ax = fig.add_subplot()
+    fig, ax = _axes(ax, figsize)
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=8)
     else:
@@ -162,6 +185,7 @@ def plot_recall_curve(
     *,
     max_k: int | None = None,
     figsize: tuple[float, float] = (5.0, 4.0),
+    ax: Axes | None = None,
 ) -> Figure:
     """Recall@K against K from the first-relevant ranks of each query.
 
@@ -188,8 +212,7 @@ def plot_recall_curve(
     if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1:
         raise ValueError(f"max_k must be an int >= 1, got {max_k!r}")
     ks = torch.arange(1, max_k + 1, dtype=torch.float64)
-    fig = _figure(figsize)
-    ax = fig.add_subplot()
+    fig, ax = _axes(ax, figsize)
     for name, r in data.items():
         recall = (r[None, :] <= ks[:, None]).double().mean(dim=1)
         ax.plot(ks.numpy(), recall.numpy(), marker="." if max_k <= 20 else None, label=name)
@@ -208,6 +231,7 @@ def plot_loss_curve(
     power_law: Any = None,
     log_scale: bool = False,
     figsize: tuple[float, float] = (5.0, 3.5),
+    ax: Axes | None = None,
 ) -> Figure:
     """A loss curve; with ``power_law`` (a :class:`contrastkit.metrics.PowerLaw`, e.g. from
     :func:`contrastkit.metrics.fit_power_law` on ``(steps, losses)``) its fit is overlaid.
@@ -225,8 +249,7 @@ def plot_loss_curve(
     )
     if x.shape != y.shape:
         raise ValueError(f"steps has {x.numel()} values but losses has {y.numel()}")
-    fig = _figure(figsize)
-    ax = fig.add_subplot()
+    fig, ax = _axes(ax, figsize)
     ax.plot(x.numpy(), y.numpy(), label="loss")
     if power_law is not None:
         ax.plot(x.numpy(), power_law(x).numpy(), linestyle="--", label="power-law fit")
