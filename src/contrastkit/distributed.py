@@ -90,7 +90,12 @@ def get_world_size(group: dist.ProcessGroup | None = None) -> int:
 
 
 def get_rank(group: dist.ProcessGroup | None = None) -> int:
-    """This process's rank in ``group``; 0 without a process group."""
+    """This process's rank in ``group``; 0 without a process group.
+
+    Example:
+        >>> (is_initialized(), get_rank(), get_world_size())  # a plain `python` run
+        (False, 0, 1)
+    """
     return dist.get_rank(group) if is_initialized() else 0
 
 
@@ -108,7 +113,14 @@ def set_timeout(seconds: float | None) -> None:
 
 
 def get_timeout() -> float | None:
-    """The timeout set by :func:`set_timeout` (``None``: the process group's)."""
+    """The timeout set by :func:`set_timeout` (``None``: the process group's).
+
+    Example:
+        >>> set_timeout(120); get_timeout()
+        120.0
+        >>> set_timeout(None); get_timeout() is None
+        True
+    """
     return _TIMEOUT
 
 

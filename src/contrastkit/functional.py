@@ -54,6 +54,14 @@ def build_pairing(
 
     ``positives`` (a ``(B, N)`` bool mask or float weights) wins over labels; labels over the
     diagonal.  ``key_labels`` defaults to ``labels`` (query ``i`` and key ``i`` share a label).
+
+    Example:
+        >>> import torch
+        >>> p = build_pairing(3, 3, torch.device("cpu"), labels=torch.tensor([0, 1, 0]),
+        ...                   exclude_self=True)
+        >>> weights, excluded = p.dense()
+        >>> weights[0]  # query 0's positives: key 2 (same label, not itself)
+        tensor([0., 0., 1.])
     """
     if positives is not None and (labels is not None or key_labels is not None):
         raise ValueError("pass either positives= or labels=/key_labels=, not both")
