@@ -17,7 +17,7 @@ _CHECK_FINITE = True
 
 
 def set_finite_checks(enabled: bool) -> None:
-    """Turn the NaN/Inf scan of embeddings on or off (on by default).
+    """Turn the NaN/Inf scan of embeddings, scores and logits on or off (on by default).
 
     The scan costs one reduction and, on a GPU, one host synchronisation per call; switch it off
     in a tuned training loop once the pipeline is known to be sound.
@@ -28,6 +28,15 @@ def set_finite_checks(enabled: bool) -> None:
 
 def finite_checks_enabled() -> bool:
     return _CHECK_FINITE
+
+
+def check_finite(name: str, x: Tensor) -> Tensor:
+    """``x`` unchanged, or a ``ValueError`` naming it if it holds NaN or Inf (scores, logits,
+    targets: the values a loss would silently turn into a NaN).  Off with
+    :func:`set_finite_checks`."""
+    if _CHECK_FINITE and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return x
 
 
 def check_tensor(name: str, x: object) -> Tensor:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from contrastkit._validation import (
     check_choice,
     check_embeddings,
+    check_finite,
     check_finite_scalar,
     check_positive_scalar,
     check_tensor,
@@ -200,7 +201,7 @@ def number_token_loss(
         >>> number_token_loss(logits, labels, ids, vals, kind="wasserstein").shape
         torch.Size([])
     """
-    logits = check_tensor("logits", logits)
+    logits = check_finite("logits", check_tensor("logits", logits))
     if not logits.is_floating_point() or logits.dim() < 2:
         raise ValueError("logits must be a float tensor of shape (..., vocab)")
     labels = check_tensor("labels", labels)
@@ -381,8 +382,8 @@ def balanced_mse_loss(pred: Tensor, target: Tensor, noise_var: float | Tensor = 
         >>> balanced_mse_loss(torch.randn(8), torch.randn(8), 0.5).shape
         torch.Size([])
     """
-    pred = check_tensor("pred", pred)
-    target = check_tensor("target", target)
+    pred = check_finite("pred", check_tensor("pred", pred))
+    target = check_finite("target", check_tensor("target", target))
     if pred.shape != target.shape or pred.dim() not in (1, 2) or pred.shape[0] < 1:
         raise ValueError(
             f"pred and target must have the same shape (B,) or (B, d), got {tuple(pred.shape)} "
@@ -429,11 +430,11 @@ def class_independent_bce(
         >>> class_independent_bce(z, y, class_mask=mask).shape
         torch.Size([])
     """
-    z = check_tensor("logits", logits)
+    z = check_finite("logits", check_tensor("logits", logits))
     if not z.is_floating_point() or z.dim() < 2:
         raise ValueError("logits must be a float tensor of shape (B, C, ...)")
     b, c = z.shape[:2]
-    target = check_tensor("target", target)
+    target = check_finite("target", check_tensor("target", target))
     if target.is_floating_point() or target.shape != (b, *z.shape[2:]):
         raise ValueError(f"target must be an integer tensor of shape {(b, *z.shape[2:])}")
     z = z.to(compute_dtype(z.dtype))
@@ -477,7 +478,7 @@ def multilabel_bce(
         torch.Size([])
     """
     z = _logits(logits)
-    t = check_tensor("targets", targets)
+    t = check_finite("targets", check_tensor("targets", targets))
     if t.shape != z.shape:
         raise ValueError(f"targets must have shape {tuple(z.shape)}, got {tuple(t.shape)}")
     t = t.to(device=z.device, dtype=z.dtype)

@@ -595,8 +595,8 @@ class AlignmentUniformityLoss(nn.Module):
         self.alpha, self.t = float(alpha), float(t)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        align = alignment_loss(x, y, alpha=self.alpha)  # validates x and y by name
         unif = (uniformity_loss(x, t=self.t) + uniformity_loss(y, t=self.t)) / 2
-        align = alignment_loss(x, y, alpha=self.alpha)
         return self.alignment_weight * align + self.uniformity_weight * unif
 
 

@@ -404,6 +404,8 @@ def topk_negatives_info_nce(
     """
     query = check_embeddings("query", query)
     key = check_embeddings("key", key)
+    queue = check_embeddings("queue", queue)
+    check_same_dim(("query", "key", "queue"), (query, key, queue))
     if key.shape[0] != query.shape[0]:
         raise ValueError(f"key must have {query.shape[0]} rows (one per query)")
     off = ~torch.eye(query.shape[0], dtype=torch.bool, device=query.device)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from contrastkit._validation import (
     check_choice,
     check_embeddings,
+    check_finite,
     check_finite_scalar,
     check_positive_scalar,
     check_same_dim,
@@ -107,6 +108,7 @@ def nt_xent_am(
     if len(views) < 2:
         raise ValueError(f"nt_xent_am needs at least 2 views, got {len(views)}")
     views = tuple(check_embeddings(f"views[{i}]", v) for i, v in enumerate(views))
+    check_same_dim([f"views[{i}]" for i in range(len(views))], views)
     n = views[0].shape[0]
     for i, v in enumerate(views):
         if v.shape[0] != n:
@@ -175,7 +177,7 @@ def circle_loss_scores(
         >>> circle_loss_scores(s, pos, margin=0.25, gamma=32.0).shape
         torch.Size([])
     """
-    scores = check_tensor("scores", scores)
+    scores = check_finite("scores", check_tensor("scores", scores))
     if not scores.is_floating_point() or scores.dim() != 2:
         raise ValueError(f"scores must be a float (B, N) matrix, got {tuple(scores.shape)}")
     positives = _check_mask("positives", positives, scores.shape)
@@ -352,6 +354,8 @@ def promcse(
         torch.Size([])
     """
     check_finite_scalar("weight", weight)
+    if hard_negatives is not None:
+        hard_negatives = check_embeddings("hard_negatives", hard_negatives)
     nce = info_nce(
         query,
         key,
@@ -635,7 +639,7 @@ def sequence_log_likelihood(
         >>> sequence_log_likelihood(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long))
         tensor([-4.1589, -4.1589])
     """
-    logits = check_tensor("logits", logits)
+    logits = check_finite("logits", check_tensor("logits", logits))
     if logits.dim() != 3 or not logits.is_floating_point():
         raise ValueError(f"logits must be a float (B, T, V) tensor, got {tuple(logits.shape)}")
     targets = check_tensor("targets", targets)
@@ -677,8 +681,8 @@ def corrupted_margin_loss(
         >>> corrupted_margin_loss(torch.tensor([-3.0, -2.0]), torch.tensor([-2.5, -4.0]))
         tensor(0.7500)
     """
-    original = check_tensor("original", original)
-    corrupted = check_tensor("corrupted", corrupted)
+    original = check_finite("original", check_tensor("original", original))
+    corrupted = check_finite("corrupted", check_tensor("corrupted", corrupted))
     check_choice("reduction", reduction, REDUCTIONS)
     margin = _check_nonneg("margin", margin)
     if original.dim() != 1 or not original.is_floating_point():

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from contrastkit._validation import (
     check_choice,
     check_embeddings,
+    check_finite,
     check_finite_scalar,
     check_labels,
     check_positive_scalar,
@@ -264,7 +265,7 @@ def metrix_loss(
     mixed = check_embeddings("mixed", mixed)
     check_same_dim(("anchors", "mixed"), (anchors, mixed))
     check_choice("loss", loss, METRIX_LOSSES)
-    positivity = check_tensor("positivity", positivity)
+    positivity = check_finite("positivity", check_tensor("positivity", positivity))
     if positivity.shape != (anchors.shape[0], mixed.shape[0]):
         raise ValueError(
             f"positivity must have shape {(anchors.shape[0], mixed.shape[0])}, got "
@@ -361,7 +362,7 @@ def supremix_loss(
         torch.Size([])
     """
     z = check_embeddings("embeddings", embeddings)
-    targets = check_tensor("targets", targets)
+    targets = check_finite("targets", check_tensor("targets", targets))
     b = z.shape[0]
     if not targets.is_floating_point() or targets.shape != (b,):
         raise ValueError(
@@ -442,7 +443,7 @@ def core_tuning_mixup(
         (torch.Size([18, 8]), torch.Size([18, 3]))
     """
     f = check_embeddings("features", features)
-    t = check_tensor("targets", targets)
+    t = check_finite("targets", check_tensor("targets", targets))
     b = f.shape[0]
     if not t.is_floating_point() or t.dim() != 2 or t.shape[0] != b:
         raise ValueError(f"targets must be float (one-hot or soft) of shape ({b}, C)")
@@ -496,7 +497,7 @@ def focal_supcon_loss(
     from contrastkit.similarity import pairwise_similarity, prepare
 
     x = check_embeddings("features", features)
-    t = check_tensor("targets", targets)
+    t = check_finite("targets", check_tensor("targets", targets))
     b = x.shape[0]
     if t.shape[0] != b or t.dim() not in (1, 2):
         raise ValueError(f"targets must have shape ({b},) or ({b}, C), got {tuple(t.shape)}")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit._validation import check_choice, check_positive_scalar, check_tensor
+from contrastkit._validation import check_choice, check_finite, check_positive_scalar, check_tensor
 from contrastkit.functional import REDUCTIONS, _reduce
 from contrastkit.objectives.infonce import masked_fill_value
 from contrastkit.similarity import compute_dtype
@@ -61,7 +61,7 @@ def _scores(name: str, x: object, ndim: int = 2) -> Tensor:
     if x.dim() != ndim or x.numel() == 0:
         shape = "(B, N)" if ndim == 2 else "(N,)"
         raise ValueError(f"{name} must be a non-empty {shape} tensor, got {tuple(x.shape)}")
-    return x.to(compute_dtype(x.dtype))
+    return check_finite(name, x).to(compute_dtype(x.dtype))
 
 
 def _mask(name: str, m: object, shape: torch.Size) -> Tensor:
@@ -397,16 +397,16 @@ def pointwise_rerank_loss(
         ...                       no_logits=torch.randn(6)).shape
         torch.Size([])
     """
-    yes = check_tensor("yes_logits", yes_logits)
+    yes = check_finite("yes_logits", check_tensor("yes_logits", yes_logits))
     if not yes.is_floating_point() or yes.numel() == 0:
         raise ValueError("yes_logits must be a non-empty float tensor")
     z = yes.to(compute_dtype(yes.dtype))
     if no_logits is not None:
-        no = check_tensor("no_logits", no_logits)
+        no = check_finite("no_logits", check_tensor("no_logits", no_logits))
         if no.shape != yes.shape:
             raise ValueError(f"no_logits must have shape {tuple(yes.shape)}, got {tuple(no.shape)}")
         z = z - no.to(z.dtype)
-    labels = check_tensor("labels", labels)
+    labels = check_finite("labels", check_tensor("labels", labels))
     if labels.shape != yes.shape:
         raise ValueError(f"labels must have shape {tuple(yes.shape)}, got {tuple(labels.shape)}")
     y = labels.to(z.dtype)
@@ -420,7 +420,7 @@ def pointwise_rerank_loss(
 # ------------------------------------------------------------------------------------------
 def _paired(scores: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     s = _scores("scores", scores, ndim=1)
-    y = check_tensor("targets", targets)
+    y = check_finite("targets", check_tensor("targets", targets))
     if tuple(y.shape) != tuple(s.shape):
         raise ValueError(f"targets must have shape {tuple(s.shape)}, got {tuple(y.shape)}")
     return s, y.to(s.dtype)
@@ -485,7 +485,7 @@ def pair_score_distillation(
     """
     check_choice("loss", loss, ("mse", "bce"))
     s = _scores("student_scores", student_scores, ndim=1)
-    t = check_tensor("teacher_scores", teacher_scores)
+    t = check_finite("teacher_scores", check_tensor("teacher_scores", teacher_scores))
     if not t.is_floating_point():
         raise TypeError("teacher_scores must be a floating-point tensor")
     if t.dim() == 2:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from contrastkit._validation import (
     check_choice,
     check_embeddings,
+    check_finite,
     check_finite_scalar,
     check_positive_scalar,
     check_same_dim,
@@ -172,7 +173,13 @@ def momentum_distillation_itc(
     image, text, image_m, text_m = (
         check_embeddings(n, x) for n, x in zip(names, (image, text, image_m, text_m), strict=True)
     )
-    check_same_dim(names, (image, text, image_m, text_m))
+    queues = {
+        n: check_embeddings(n, q)
+        for n, q in (("image_queue", image_queue), ("text_queue", text_queue))
+        if q is not None
+    }
+    check_same_dim(names + tuple(queues), (image, text, image_m, text_m, *queues.values()))
+    image_queue, text_queue = queues.get("image_queue"), queues.get("text_queue")
     b = image.shape[0]
     for n, x in zip(names[1:], (text, image_m, text_m), strict=True):
         if x.shape[0] != b:
@@ -181,7 +188,7 @@ def momentum_distillation_itc(
     scale = float(_scale_from_temperature(fixed))
 
     def direction(anchor: Tensor, anchor_m: Tensor, keys_m: Tensor, queue: Tensor | None) -> Tensor:
-        keys = keys_m if queue is None else torch.cat([keys_m, check_embeddings("queue", queue)])
+        keys = keys_m if queue is None else torch.cat([keys_m, queue])
         keys = keys.detach()
         with torch.no_grad():
             sim_m = prepare(anchor_m, "cosine") @ prepare(keys, "cosine").T
@@ -428,8 +435,8 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor, *, reduction: str = "mea
         >>> soft_cross_entropy(torch.zeros(2, 4), torch.full((2, 4), 0.25))
         tensor(1.3863)
     """
-    logits = check_tensor("logits", logits)
-    targets = check_tensor("targets", targets)
+    logits = check_finite("logits", check_tensor("logits", logits))
+    targets = check_finite("targets", check_tensor("targets", targets))
     if logits.dim() != 2 or not logits.is_floating_point():
         raise ValueError(f"logits must be a float (B, K) tensor, got {tuple(logits.shape)}")
     if targets.shape != logits.shape or not targets.is_floating_point():
@@ -471,8 +478,8 @@ def self_distillation_loss(
     """
     check_positive_scalar("student_temperature", student_temperature)
     check_positive_scalar("teacher_temperature", teacher_temperature)
-    student_logits = check_tensor("student_logits", student_logits)
-    teacher_logits = check_tensor("teacher_logits", teacher_logits)
+    student_logits = check_finite("student_logits", check_tensor("student_logits", student_logits))
+    teacher_logits = check_finite("teacher_logits", check_tensor("teacher_logits", teacher_logits))
     if teacher_logits.shape != student_logits.shape:
         raise ValueError(
             f"teacher_logits must have the student's shape {tuple(student_logits.shape)}, "
@@ -481,7 +488,7 @@ def self_distillation_loss(
     with torch.no_grad():
         t = teacher_logits.to(compute_dtype(teacher_logits.dtype))
         if center is not None:
-            center = check_tensor("center", center)
+            center = check_finite("center", check_tensor("center", center))
             if tuple(center.shape) not in ((t.shape[-1],), (1, t.shape[-1])):
                 raise ValueError(f"center must have shape ({t.shape[-1]},)")
             t = t - center

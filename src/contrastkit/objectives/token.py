@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit._validation import check_finite_scalar, check_tensor
+from contrastkit._validation import check_finite, check_finite_scalar, check_tensor
 from contrastkit.objectives.infonce import masked_fill_value
 from contrastkit.similarity import compute_dtype
 
@@ -49,7 +49,7 @@ def _check_seq(name: str, x: object, ndim: int = 3) -> Tensor:
     if x.dim() != ndim or 0 in x.shape:
         shape = "(batch, length, dim)" if ndim == 3 else "(batch, k)"
         raise ValueError(f"{name} must be a non-empty {shape} tensor, got {tuple(x.shape)}")
-    return x
+    return check_finite(name, x)
 
 
 def _check_mask(name: str, mask: object, shape: tuple[int, int], device: torch.device) -> Tensor:
@@ -364,13 +364,20 @@ def _token_mean(per_token: Tensor, mask: Tensor | None) -> Tensor:
     return per_token[mask].mean()
 
 
-def _skew(p_logits: Tensor, q_logits: Tensor, alpha: float, mask: Tensor | None) -> Tensor:
-    """Token-mean of ``KL(p || alpha p + (1 - alpha) q)``."""
-    p_logits = _check_seq("logits", p_logits)
-    q_logits = _check_seq("logits", q_logits)
+def _skew(
+    p_logits: Tensor,
+    q_logits: Tensor,
+    alpha: float,
+    mask: Tensor | None,
+    names: tuple[str, str] = ("teacher_logits", "student_logits"),
+) -> Tensor:
+    """Token-mean of ``KL(p || alpha p + (1 - alpha) q)``; ``names``: the arguments behind
+    ``p_logits`` and ``q_logits``, for the error messages."""
+    p_logits = _check_seq(names[0], p_logits)
+    q_logits = _check_seq(names[1], q_logits)
     if p_logits.shape != q_logits.shape:
         raise ValueError(
-            f"teacher and student logits must have the same shape, got {tuple(p_logits.shape)} "
+            f"{names[0]} and {names[1]} must have the same shape, got {tuple(p_logits.shape)} "
             f"and {tuple(q_logits.shape)}"
         )
     check_finite_scalar("alpha", alpha)
@@ -428,7 +435,7 @@ def skew_reverse_kl_divergence(
         >>> skew_reverse_kl_divergence(torch.randn(2, 4, 10), torch.randn(2, 4, 10)).shape
         torch.Size([])
     """
-    return _skew(student_logits, teacher_logits, alpha, mask)
+    return _skew(student_logits, teacher_logits, alpha, mask, ("student_logits", "teacher_logits"))
 
 
 def distillm2_loss(
@@ -466,11 +473,25 @@ def distillm2_loss(
         >>> distillm2_loss(a, b, c, d).shape
         torch.Size([])
     """
-    return skew_kl_divergence(
-        teacher_logits_on_teacher, student_logits_on_teacher, alpha=alpha, mask=teacher_mask
-    ) + skew_reverse_kl_divergence(
-        teacher_logits_on_student, student_logits_on_student, alpha=beta, mask=student_mask
+    for name, skew in (("alpha", alpha), ("beta", beta)):
+        check_finite_scalar(name, skew)
+        if not 0.0 <= skew < 1.0:
+            raise ValueError(f"{name} (the skew) must lie in [0, 1), got {skew}")
+    on_teacher = _skew(
+        teacher_logits_on_teacher,
+        student_logits_on_teacher,
+        alpha,
+        teacher_mask,
+        ("teacher_logits_on_teacher", "student_logits_on_teacher"),
     )
+    on_student = _skew(  # skew reverse KL: the student's distribution first
+        student_logits_on_student,
+        teacher_logits_on_student,
+        beta,
+        student_mask,
+        ("student_logits_on_student", "teacher_logits_on_student"),
+    )
+    return on_teacher + on_student
 
 
 class DistiLLM2Loss(nn.Module):
