@@ -288,6 +288,12 @@ class PrototypeContrastLoss(nn.Module):
                 similarity=self.similarity,
             )
         features = check_embeddings("features", features)
+        dim = self.prototypes.shape[1]
+        if features.shape[1] != dim:
+            raise ValueError(
+                f"features has {features.shape[1]} features but the module keeps "
+                f"{dim}-dimensional prototypes (dim={dim})"
+            )
         labels = check_labels("labels", labels, features.shape[0], features.device)
         if bool((labels < 0).any()) or bool((labels >= self.prototypes.shape[0]).any()):
             raise ValueError(f"labels must lie in [0, {self.prototypes.shape[0]})")
