@@ -230,5 +230,5 @@ def test_temperature_001_stays_finite(name):
 
 def test_prototype_module_names_a_feature_size_mismatch():
     loss_fn = _module("PrototypeContrastLoss")
-    with pytest.raises(ValueError, match=r"features has 9 features .* dim=8"):
+    with pytest.raises(ValueError, match=r"features has 9 features .*\(dim=8\)"):
         loss_fn(torch.randn(B, D + 1), LABELS)
