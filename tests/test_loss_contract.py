@@ -232,3 +232,25 @@ def test_prototype_module_names_a_feature_size_mismatch():
     loss_fn = _module("PrototypeContrastLoss")
     with pytest.raises(ValueError, match=r"features has 9 features .*\(dim=8\)"):
         loss_fn(torch.randn(B, D + 1), LABELS)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_state_dict_round_trip(name):
+    """A checkpoint resumes a loss exactly: parameters (temperatures, SigLIP's bias) and state
+    (ISogCLR's per-sample temperatures, DINO's centre, running prototypes) after a step."""
+    args, kwargs = _inputs(name)
+    trained = _module(name)
+    trained(*args, **kwargs)  # a training step updates whatever state the loss keeps
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.01)
+    state = {k: v.clone() for k, v in trained.state_dict().items()}
+    torch.manual_seed(1)  # a different initialisation, which the checkpoint must replace
+    restored = getattr(L, name)(**CASES[name][0])
+    restored.load_state_dict(state)
+    assert restored.state_dict().keys() == trained.state_dict().keys()
+    for k, v in trained.state_dict().items():
+        assert torch.equal(restored.state_dict()[k], v), f"{name}: {k} not restored"
+    torch.testing.assert_close(
+        restored.eval()(*args, **kwargs), trained.eval()(*args, **kwargs), rtol=0, atol=0
+    )
