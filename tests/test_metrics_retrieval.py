@@ -250,6 +250,9 @@ def test_mean_rank_variance_matches_loop():
     ranks = torch.randint(1, 50, (9, 4), generator=g)
     want = np.mean([np.mean([(r - np.mean(row)) ** 2 for r in row]) for row in ranks.tolist()])
     assert float(mean_rank_variance(ranks)) == pytest.approx(want, abs=1e-12)
+    for bad in (torch.tensor([[1.0, float("nan")]]), torch.tensor([[0, 2]])):
+        with pytest.raises(ValueError, match="ranks must be finite 1-based ranks"):
+            mean_rank_variance(bad)
 
 
 def test_mean_rank_variance_from_one_to_k_retrieval():

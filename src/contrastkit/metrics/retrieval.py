@@ -649,6 +649,8 @@ def mean_rank_variance(ranks: Tensor | RelevantRanks) -> Tensor:
     if ranks.dim() != 2 or ranks.shape[0] == 0 or ranks.shape[1] < 2:
         raise ValueError(f"ranks must have shape (N, K) with K >= 2, got {tuple(ranks.shape)}")
     r = ranks.double()
+    if not bool(torch.isfinite(r).all()) or bool((r < 1).any()):
+        raise ValueError("ranks must be finite 1-based ranks (>= 1), e.g. RelevantRanks.ranks")
     return r.var(dim=1, unbiased=False).mean()
 
 
