@@ -428,6 +428,8 @@ def test_bad_input_errors_name_the_argument():
         topk_negatives(q, k, labels=torch.arange(5), key_labels=torch.arange(10))
     with pytest.raises(ValueError, match="positive_similarity must have shape"):
         guided_false_negatives(q, positive_similarity=torch.zeros(3))
+    with pytest.raises(ValueError, match="positive_similarity contains NaN"):
+        guided_false_negatives(q, positive_similarity=torch.full((6,), float("nan")))
     with pytest.raises(ValueError, match="k=2 but query row 0 has only 1 positives"):
         hardest_positives(q, k, 2)
     with pytest.raises(ValueError, match="margin must be > 0"):

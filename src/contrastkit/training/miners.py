@@ -43,6 +43,7 @@ from torch import Tensor
 from contrastkit._validation import (
     check_choice,
     check_embeddings,
+    check_finite,
     check_finite_scalar,
     check_same_dim,
     check_tensor,
@@ -617,7 +618,9 @@ def guided_false_negatives(
             big = torch.finfo(g.dtype).max
             g_pos = g.masked_fill(~positive, big).amin(dim=1)
         else:
-            positive_similarity = check_tensor("positive_similarity", positive_similarity)
+            positive_similarity = check_finite(
+                "positive_similarity", check_tensor("positive_similarity", positive_similarity)
+            )
             if tuple(positive_similarity.shape) != (g.shape[0],):
                 raise ValueError(
                     f"positive_similarity must have shape ({g.shape[0]},), "
