@@ -272,6 +272,9 @@ def _bad_cases(root, pairs):
         "unknown engine": (["--engine", "warp"], "--engine warp is not available"),
         "malformed config": (["--config", root / "bad.toml"], "not valid TOML"),
         "labels for ntxent": (["--use-labels", "true"], "does not take labels"),
+        "a loss of logits": (["--loss", "squentropy"], "Squentropy cannot train on two sets"),
+        "a loss of scores": (["--loss", "cosentloss"], "CoSENTLoss cannot train on two sets"),
+        "triplet without labels": (["--loss", "tripletloss"], "add --use-labels true"),
         "output under a file": (["--out", root / "afile" / "run"], "not writable"),
         "resume without run": (["--resume", root / "nothing"], "cannot resume"),
     }

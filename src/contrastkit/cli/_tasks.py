@@ -12,6 +12,7 @@ knowing.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any
 
@@ -66,13 +67,35 @@ def check_loss_call(loss: nn.Module, with_labels: bool, needs: tuple[str, ...] =
     for arg in needs:
         if arg not in params:
             raise CLIError(f"this recipe needs a loss that takes {arg}= (e.g. infonce), not {name}")
+    # A dry run on a tiny batch (a copy of the loss, so that no state moves; no collective):
+    # a loss of logits, scores or token sequences fails here with one line, not mid-run.
+    probe = copy.deepcopy(loss)
+    if hasattr(probe, "distributed"):
+        probe.distributed = False
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    kw = {arg: torch.randn(3, 8, generator=g) for arg in needs}
+    labels = torch.tensor([0, 1, 0, 1]) if with_labels else None
+    try:
+        with torch.no_grad():
+            out = _invoke(probe, a, b, labels, **kw)
+        if not isinstance(out, Tensor) or out.numel() != 1:
+            raise ValueError(f"it returned {type(out).__name__}, not a scalar loss")
+    except (TypeError, ValueError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = (
+            "add --use-labels true (and a labels file for pairs)"
+            if not with_labels and "labels" in params and "labels" in first
+            else "choose an embedding loss such as infonce, siglip, supcon or cwcl"
+        )
+        raise CLIError(
+            f"{name} cannot train on two sets of embeddings the way this recipe calls it "
+            f"({first}); {hint}"
+        ) from err
 
 
-def call_loss(loss: nn.Module, a: Tensor, b: Tensor, labels: Tensor | None = None, **kw) -> Tensor:
-    """The loss of this process's rows ``a``, ``b`` (and ``labels``) as part of the global
-    batch: a loss without ``distributed=True`` gets every process's rows."""
-    if not getattr(loss, "distributed", False):
-        a, b, labels = _dist.global_rows(a, b, labels)
+def _invoke(loss: nn.Module, a: Tensor, b: Tensor, labels: Tensor | None, **kw) -> Tensor:
+    """Call ``loss`` on two embedding sets in its own convention (see :func:`loss_style`)."""
     style = loss_style(loss)
     if style == "features":
         return loss(torch.stack([a, b], dim=1), labels)
@@ -81,6 +104,14 @@ def call_loss(loss: nn.Module, a: Tensor, b: Tensor, labels: Tensor | None = Non
     if labels is not None:
         kw["labels"] = labels
     return loss(a, b, **kw)
+
+
+def call_loss(loss: nn.Module, a: Tensor, b: Tensor, labels: Tensor | None = None, **kw) -> Tensor:
+    """The loss of this process's rows ``a``, ``b`` (and ``labels``) as part of the global
+    batch: a loss without ``distributed=True`` gets every process's rows."""
+    if not getattr(loss, "distributed", False):
+        a, b, labels = _dist.global_rows(a, b, labels)
+    return _invoke(loss, a, b, labels, **kw)
 
 
 # -- base --------------------------------------------------------------------------------------
