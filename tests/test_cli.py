@@ -368,3 +368,21 @@ def test_recipes_are_listed_and_printed_for_copying(tmp_path, capsys):
     assert run(capsys, f"{cmd} --out {tmp_path}/r")[0] == 0
     cfg = tomllib.loads((tmp_path / "r" / "config.toml").read_text())
     assert cfg["loss"]["temperature"] == 0.2 and cfg["use_labels"] is True
+
+
+def test_loss_probe_checks_the_call_not_the_engine():
+    """The up-front dry run of the loss runs on the CPU without collectives: a CUDA-only engine
+    or distributed=True must not make a valid loss look invalid, and the loss itself (its
+    engine, its state) is left as it was."""
+    from contrastkit.cli._tasks import check_loss_call
+    from contrastkit.cli.config import CLIError
+    from contrastkit.losses import InfoNCE, ISogCLR, Squentropy, SupCon
+
+    fused = InfoNCE(engine="fused", distributed=True)
+    check_loss_call(fused, with_labels=True)
+    assert fused.engine == "fused" and fused.distributed
+    check_loss_call(SupCon(engine="fused"), with_labels=True)
+    with pytest.raises(CLIError, match="Squentropy cannot train on two sets of embeddings"):
+        check_loss_call(Squentropy(), with_labels=False)
+    with pytest.raises(CLIError, match="ISogCLR cannot train"):  # needs per-sample indices
+        check_loss_call(ISogCLR(num_samples=10), with_labels=False)

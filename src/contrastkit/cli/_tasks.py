@@ -69,9 +69,12 @@ def check_loss_call(loss: nn.Module, with_labels: bool, needs: tuple[str, ...] =
             raise CLIError(f"this recipe needs a loss that takes {arg}= (e.g. infonce), not {name}")
     # A dry run on a tiny batch (a copy of the loss, so that no state moves; no collective):
     # a loss of logits, scores or token sequences fails here with one line, not mid-run.
-    probe = copy.deepcopy(loss)
-    if hasattr(probe, "distributed"):
-        probe.distributed = False
+    probe = copy.deepcopy(loss).cpu()
+    for part in probe.modules():  # the calling convention, not the engine, is what is probed
+        if hasattr(part, "distributed"):
+            part.distributed = False
+        if getattr(part, "engine", None) == "fused":  # CUDA-only; the run itself uses it
+            part.engine = "auto"
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
     kw = {arg: torch.randn(3, 8, generator=g) for arg in needs}
