@@ -99,3 +99,29 @@ def test_entries_name_existing_code_and_tests():
                     except AssertionError as e:
                         problems.append(f"{n}: {e}")
     assert not problems, "\n".join(problems)
+
+
+# -- docs/losses.md: the map of contrastkit.losses -----------------------------------------------
+LOSSES_DOC = ROOT / "docs" / "losses.md"
+ROW = re.compile(r"^\| `([A-Za-z0-9]+)(?:\(.*?\))?` \| (.+?) \|", re.M)
+
+
+def test_losses_doc_lists_every_loss_module_once_with_its_real_arguments():
+    import inspect
+
+    import contrastkit.losses as L
+
+    rows: dict[str, str] = {}
+    for m in ROW.finditer(LOSSES_DOC.read_text()):
+        name, inputs = m.group(1), m.group(2)
+        if name in rows:
+            raise AssertionError(f"docs/losses.md lists {name} twice")
+        rows[name] = inputs
+    missing, unknown = set(L.__all__) - set(rows), set(rows) - set(L.__all__)
+    assert not missing and not unknown, f"missing: {sorted(missing)}, unknown: {sorted(unknown)}"
+    for name, inputs in rows.items():  # every argument named in the inputs column is real
+        params = set(inspect.signature(getattr(L, name).forward).parameters) - {"self"}
+        named = set(re.findall(r"`\*?([a-z_][a-z0-9_]*)", inputs))
+        if "views" in params or name in {"WeightedSum", "MinNormBalancer"}:
+            continue
+        assert named <= params, f"{name}: docs/losses.md names {sorted(named - params)}"
