@@ -162,3 +162,27 @@ def test_empty_negative_bank_adds_nothing_and_bad_empty_banks_raise():
         CF.info_nce(q, k, negatives=torch.empty(0, 3))
     with pytest.raises(ValueError, match="negatives"):
         CF.info_nce(q, k, negatives=torch.empty(4, 0, 4))
+
+
+def test_set_finite_checks_off_skips_the_host_synchronising_checks():
+    import contrastkit
+    from contrastkit.functional import info_nce
+
+    q, k = torch.randn(4, 3), torch.randn(4, 3)
+    nan = q.clone()
+    nan[0, 0] = float("nan")
+    no_positive = dict(labels=torch.tensor([0, 1, 2, 3]), key_labels=torch.tensor([4, 5, 6, 7]))
+    with pytest.raises(ValueError, match="query contains NaN"):
+        info_nce(nan, k)
+    with pytest.raises(ValueError, match="no query row has both a positive and a negative"):
+        info_nce(q, k, **no_positive)
+    contrastkit.set_finite_checks(False)
+    try:
+        assert torch.isnan(info_nce(nan, k))  # the user asked for no scan
+        for engine in ("dense", "streaming"):
+            assert float(info_nce(q, k, engine=engine, **no_positive)) == 0.0
+        torch.testing.assert_close(info_nce(q, k), info_nce(q.double(), k.double()).float())
+    finally:
+        contrastkit.set_finite_checks(True)
+    with pytest.raises(ValueError, match="query contains NaN"):
+        info_nce(nan, k)

@@ -353,3 +353,36 @@ def test_auto_picks_streaming_for_large_logits(monkeypatch):
     # and the auto engine's result is the streaming engine's
     auto_loss = CF.info_nce(q, k, engine="auto")
     assert float(auto_loss) == float(CF.info_nce(q, k, engine="streaming"))
+
+
+@pytest.mark.parametrize("option", ["plain", "decoupled", "margin"])
+@pytest.mark.parametrize("variant", ["out", "in"])
+def test_accelerator_path_keeps_empty_tiles_and_agrees(monkeypatch, variant, option):
+    """On a GPU the streaming engine does not ask each tile whether it holds a positive (a host
+    sync per tile): it computes the positive terms of every tile, exact zeros where there are
+    none.  Forced on the CPU, that path equals the dense engine and the CPU path."""
+    import importlib
+
+    streaming_module = importlib.import_module("contrastkit.engine.streaming")
+    # rows 0-1 (a whole row tile) and 4 have no positive; label-0 rows match every key
+    pairing = Pairing.from_labels(
+        torch.tensor([1, 1, 0, 0, 2, 0, 0, 1]), torch.tensor([0, 0, 0, 3, 3, 0, 0, 0, 3])
+    )
+    query, key = torch.randn(8, 4, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64)
+    spec = InfoNCESpec(variant=variant, **dict(OPTIONS[option]))
+    args = (query, key, pairing, torch.tensor(10.0, dtype=torch.float64), spec)
+    skipping = infonce(streaming, *args, tile=2)
+    monkeypatch.setattr(streaming_module, "SKIP_EMPTY_TILES_ON", ())
+    tiles = []
+    tile_init = streaming_module._Tile.__init__
+
+    def recording_init(self, *a, **kw):
+        tile_init(self, *a, **kw)
+        tiles.append(self.w is not None and not bool(self.pos.any()))
+
+    monkeypatch.setattr(streaming_module._Tile, "__init__", recording_init)
+    keeping = infonce(streaming, *args, tile=2)
+    assert any(tiles), "no tile without positives was computed: the case does not test the path"
+    for a, b in zip(sum(skipping, []), sum(keeping, []), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert_matches_dense(streaming, infonce, args, 1, 2, tile=2)

@@ -20,6 +20,7 @@ from contrastkit._validation import (
     check_matrix,
     check_positive_scalar,
     check_same_dim,
+    finite_checks_enabled,
 )
 from contrastkit.engine import select_engine
 from contrastkit.objectives.infonce import VARIANTS, InfoNCESpec, infonce_row_losses
@@ -111,12 +112,15 @@ def _reduce(rows: list[tuple[Tensor, Tensor]], reduction: str, what: str) -> Ten
     totals = []
     for loss, valid in rows:
         count = valid.sum()
-        if int(count) == 0:
+        # A host sync (one per loss on a GPU): skipped with set_finite_checks(False), where a
+        # batch without any valid row gives 0 instead of this error.
+        if finite_checks_enabled() and int(count) == 0:
             raise ValueError(
                 f"no {what} row has both a positive and a negative: check labels/positives "
                 "(rows without a positive are left out of the mean, but at least one is needed)"
             )
-        totals.append(loss.sum() / count if reduction == "mean" else loss.sum())
+        mean = loss.sum() / count.clamp_min(1).to(loss.dtype)
+        totals.append(mean if reduction == "mean" else loss.sum())
     return sum(totals) / len(totals)
 
 

@@ -92,6 +92,11 @@ def _has_positives(pairing: Pairing, rows: slice, cols: slice) -> bool:
     return max(rows.start, cols.start) < min(rows.stop, cols.stop)
 
 
+# Devices on which a tile's positive-pair terms are skipped when it has no positive (a host
+# sync per tile, free on the CPU).  Elsewhere those terms are computed and add exact zeros.
+SKIP_EMPTY_TILES_ON: tuple[str, ...] = ("cpu",)
+
+
 class _Tile:
     """One ``rows x keys`` block of logits and its pairing, as forward and backward need it.
 
@@ -106,7 +111,9 @@ class _Tile:
         if _has_positives(pairing, rows, cols) or pairing.exclude is not None:
             w, exclude = pairing.tile(rows.start, rows.stop, cols.start, cols.stop, logits.dtype)
             pos = w > 0
-            if bool(pos.any()):
+            # On the CPU a tile without positives skips their terms; on an accelerator asking
+            # would stall on a host sync every tile, so the (all-zero) terms are computed.
+            if logits.device.type not in SKIP_EMPTY_TILES_ON or bool(pos.any()):
                 self.w, self.pos = w, pos
                 if spec.margin:
                     logits = logits - (spec.margin * scale) * pos.to(logits.dtype)
