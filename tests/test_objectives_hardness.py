@@ -377,6 +377,52 @@ def test_macl_temperature_grows_with_alignment():
     torch.testing.assert_close(got, nt_xent(v, v.clone(), temperature=0.2))
 
 
+@pytest.mark.parametrize("two_view", [True, False])
+@pytest.mark.parametrize("tau0", [0.02, 0.01])
+def test_macl_reweighted_is_finite_when_the_positive_dominates(two_view, tau0):
+    """Well-aligned views at a low temperature: P_i rounds to 1 in float32, but the paper's
+    V_i (-log P_i) = (1 + M_i) / M_i log(1 + M_i), with M_i = sum_n e^{(s_in - s_ip)/tau} the
+    negative mass relative to the positive, tends to 1 and its gradient (V_i fixed) to
+    grad log M_i. Reference: that loop in float64, compared with the float32 library."""
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(6, 16, generator=g, dtype=torch.float64)
+    v1 = base
+    v2 = base + 0.01 * torch.randn(6, 16, generator=g, dtype=torch.float64)
+
+    def ref(v1, v2):
+        n = v1.shape[0]
+        a = sum(val(cos(v1[i], v2[i])) for i in range(n)) / n
+        tau = tau0 * (1 + 0.5 * a)
+        z = torch.cat([v1, v2]) if two_view else None
+        rows = []
+        for i in range(2 * n if two_view else n):
+            if two_view:
+                p = (i + n) % (2 * n)
+                s_p = cos(z[i], z[p])
+                negs = [cos(z[i], z[j]) for j in range(2 * n) if j not in (i, p)]
+            else:
+                s_p = cos(v1[i], v2[i])
+                negs = [cos(v1[i], v2[j]) for j in range(n) if j != i]
+            m = sum(torch.exp((s_n - s_p) / tau) for s_n in negs)
+            weight = (1 + val(m)) / val(m)  # V = 1 / (1 - P), not differentiated
+            rows.append(weight * torch.log1p(m))
+        return sum(rows) / len(rows)
+
+    x1, x2 = (v.float().requires_grad_() for v in (v1, v2))
+    got = H.macl(x1, x2, temperature=tau0, alpha=0.5, two_view=two_view)
+    r1, r2 = (v.clone().requires_grad_() for v in (v1, v2))
+    want = ref(r1, r2)
+    assert torch.isfinite(got)
+    torch.testing.assert_close(got.double(), want.detach(), atol=1e-5, rtol=0)
+    g_got = torch.autograd.grad(got, (x1, x2))
+    g_want = torch.autograd.grad(want, (r1, r2))
+    for a, b in zip(g_got, g_want, strict=True):
+        assert bool(torch.isfinite(a).all())
+        torch.testing.assert_close(a.double(), b, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        H.macl(x1[:1], x2[:1], temperature=tau0)
+
+
 # ---------------------------------------------------------------------------- behaviour
 @pytest.mark.parametrize("seed", SEEDS)
 def test_relative_penalties_match_paper_and_gradients(seed):

@@ -493,6 +493,21 @@ def test_bad_inputs_raise():
         M.energy_hinge_loss(torch.full((2, 3), math.nan), torch.randn(2, 3))
 
 
+def test_sequence_log_likelihood_rejects_out_of_vocabulary_targets():
+    """An id outside the vocabulary (e.g. an unreplaced -100 padding label) is a ValueError
+    naming ``targets``, not an index error from inside gather."""
+    logits = torch.randn(2, 3, 4)
+    for bad in (4, -100):
+        targets = torch.zeros(2, 3, dtype=torch.long)
+        targets[1, 2] = bad
+        with pytest.raises(ValueError, match="targets"):
+            M.sequence_log_likelihood(logits, targets)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    got = M.sequence_log_likelihood(logits, torch.zeros(2, 3, dtype=torch.long), mask)
+    want = torch.log_softmax(logits, -1)[..., 0].sum(1)
+    torch.testing.assert_close(got, want)
+
+
 def test_nt_xent_am_learnable_temperature_gradient_matches_reference():
     z1, z2 = leaves((4, 3), (4, 3), seed=42)
     tau = torch.tensor(0.25, dtype=torch.float64, requires_grad=True)

@@ -127,9 +127,10 @@ def ref_metrix(a, u, w, kind, alpha=2.0, beta=50.0, m=0.5, mp=1.0, mn=0.5, tau=0
     for i in range(na):
         s = [_cos(a[i], u[j]) for j in range(nu)]
         if kind == "multi_similarity":
-            pos = 1.0 + sum(w[i][j] * torch.exp(-beta * (s[j] - m)) for j in range(nu))
-            neg = 1.0 + sum((1 - w[i][j]) * torch.exp(alpha * (s[j] - m)) for j in range(nu))
-            total = total + torch.log(pos) / beta + torch.log(neg) / alpha
+            # Wang et al. 2019, eq. 13: alpha on the positives, beta on the negatives
+            pos = 1.0 + sum(w[i][j] * torch.exp(-alpha * (s[j] - m)) for j in range(nu))
+            neg = 1.0 + sum((1 - w[i][j]) * torch.exp(beta * (s[j] - m)) for j in range(nu))
+            total = total + torch.log(pos) / alpha + torch.log(neg) / beta
         elif kind == "contrastive":
             sw, snw = sum(w[i]), sum(1 - v for v in w[i])
             if sw > 0:

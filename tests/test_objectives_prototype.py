@@ -255,5 +255,7 @@ def test_bad_inputs_raise():
         P.prototype_info_nce(z, torch.randn(2, 5), torch.tensor([0, 1, 1, 0]))
     with pytest.raises(ValueError, match="no row has a positive"):
         P.prototype_info_nce(z, c, torch.tensor([0, 0, 0, 0]), exclude=torch.tensor([True, False]))
+    with pytest.raises(ValueError, match="0/1 mask"):  # an integer (B, K) mask holding a 2
+        P.prototype_info_nce(z, c, torch.tensor([[1, 0], [0, 2], [1, 1], [0, 1]]))
     with pytest.raises(ValueError, match="momentum"):
         P.PrototypeContrastLoss(3, 4, momentum=1.0)

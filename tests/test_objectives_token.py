@@ -267,6 +267,15 @@ def test_distillm2_module_and_fp16_logits():
     assert out.dtype == torch.float32 and torch.isfinite(out)
 
 
+def test_distillm2_mask_errors_name_the_mask():
+    a, b, c, d = (torch.randn(2, 3, 5) for _ in range(4))
+    good = torch.ones(2, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match="teacher_mask"):
+        T.distillm2_loss(a, b, c, d, teacher_mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="student_mask selects no token"):
+        T.distillm2_loss(a, b, c, d, teacher_mask=good, student_mask=~good)
+
+
 def test_gradcheck_ct_and_distillm2():
     logits = _leaf(2, 4, 5, seed=30)
     labels = torch.tensor([[1, 2, 1, 3], [0, 0, 4, -100]])

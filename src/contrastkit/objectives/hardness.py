@@ -515,8 +515,11 @@ def macl(
         V_i   = 1 / (1 - P_i)  (not differentiated; V = 1 when reweight=False)
 
     ``two_view=True``: SimCLR's 2N anchors (positive = the other view, denominator = every other
-    embedding); otherwise ``view1`` are queries against ``view2`` keys. :math:`-\log P_i` is
-    :func:`info_nce`'s row loss, so this tiles and runs on every engine.
+    embedding); otherwise ``view1`` are queries against ``view2`` keys. Every row has one
+    positive, so with :math:`x_i = \log \sum_{n} e^{l_in} - l_ip` (:func:`info_nce`'s decoupled
+    row loss, which tiles and runs on every engine) :math:`-\log P_i = \mathrm{softplus}(x_i)`
+    and :math:`1 - P_i = \sigma(x_i)`; the reweighted row's gradient is exactly
+    :math:`\nabla x_i`, which stays finite when :math:`P_i` rounds to 1 (low temperatures).
 
     Example:
         >>> import torch
@@ -544,24 +547,28 @@ def macl(
             f"(A = {float(a.mean()):.4g}): lower alpha or a0"
         )
     tau = temperature * factor
+    n = view1.shape[0]
+    if n < 2:
+        raise ValueError("macl needs at least 2 samples (negatives are the other samples)")
+    kwargs = dict(
+        temperature=tau, similarity=similarity, decoupled=True, reduction="none", engine=engine
+    )
     if two_view:
-        n = view1.shape[0]
-        rows = info_nce(
-            torch.cat([view1, view2]),
-            labels=torch.arange(n, device=view1.device).repeat(2),
-            temperature=tau,
-            similarity=similarity,
-            reduction="none",
-            engine=engine,
-        )
+        ids = torch.arange(n, device=view1.device).repeat(2)
+        x = info_nce(torch.cat([view1, view2]), labels=ids, **kwargs)
     else:
-        rows = info_nce(
-            view1, view2, temperature=tau, similarity=similarity, reduction="none", engine=engine
-        )
-    if reweight:
-        one_minus_p = (-torch.expm1(-rows.detach())).clamp_min(torch.finfo(rows.dtype).tiny)
-        rows = rows / one_minus_p
-    return rows.mean()
+        x = info_nce(view1, view2, **kwargs)
+    # x = log(negative mass / positive term): -log P = softplus(x), 1 - P = sigmoid(x)
+    if not reweight:
+        return F.softplus(x).mean()
+    with torch.no_grad():
+        # value of V (-log P) = softplus(x) / sigmoid(x) = (1 + e^-x) log(1 + e^x), -> 1 as
+        # x -> -inf; with t = e^x <= 1 it is (1 + t) log1p(t) / t
+        t = torch.exp(x.clamp_max(0.0))
+        small = (1 + t) * torch.where(t > 1e-30, torch.log1p(t) / t.clamp_min(1e-30), 1.0)
+        value = torch.where(x > 0, F.softplus(x) * (1 + torch.exp(-x.clamp_min(0.0))), small)
+    # d/dx [V softplus(x)] with V = 1/sigmoid(x) held fixed is exactly 1
+    return (value + x - x.detach()).mean()
 
 
 def relative_penalties(

@@ -645,6 +645,8 @@ def sequence_log_likelihood(
     targets = check_tensor("targets", targets)
     if targets.shape != logits.shape[:2] or targets.is_floating_point():
         raise ValueError(f"targets must be integer of shape {tuple(logits.shape[:2])}")
+    if bool((targets < 0).any()) or bool((targets >= logits.shape[2]).any()):
+        raise ValueError(f"targets must lie in [0, {logits.shape[2]}) (the vocabulary)")
     logp = torch.log_softmax(logits.to(compute_dtype(logits.dtype)), dim=-1)
     tok = logp.gather(-1, targets[..., None].long()).squeeze(-1)
     if mask is not None:

@@ -235,8 +235,11 @@ def metrix_loss(
 
     - ``"multi_similarity"`` (Wang et al. 2019)::
 
-        1/beta  log(1 + sum_u w_au e^{-beta (s_au - m)})
-      + 1/alpha log(1 + sum_u (1 - w_au) e^{alpha (s_au - m)})
+        1/alpha log(1 + sum_u w_au e^{-alpha (s_au - m)})
+      + 1/beta  log(1 + sum_u (1 - w_au) e^{beta (s_au - m)})
+
+      with Wang et al.'s names and defaults: ``alpha = 2`` scales the positives, ``beta = 50``
+      the negatives.
 
     - ``"contrastive"`` (Hadsell et al. 2006)::
 
@@ -292,8 +295,8 @@ def metrix_loss(
         check_positive_scalar("beta", beta)
         check_finite_scalar("margin", margin)
         return (
-            _log1p_weighted_exp(-beta * (s - margin), w) / beta
-            + _log1p_weighted_exp(alpha * (s - margin), 1 - w) / alpha
+            _log1p_weighted_exp(-alpha * (s - margin), w) / alpha
+            + _log1p_weighted_exp(beta * (s - margin), 1 - w) / beta
         ).mean()
     check_finite_scalar("pos_margin", pos_margin)
     check_finite_scalar("neg_margin", neg_margin)

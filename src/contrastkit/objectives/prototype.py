@@ -193,7 +193,7 @@ def prototype_info_nce(
             raise ValueError(f"labels must lie in [0, {k}) (one prototype index per row)")
         weights = labels[:, None] == torch.arange(k, device=features.device)[None, :]
     elif labels.shape == (b, k):
-        if labels.is_floating_point() and bool(((labels != 0) & (labels != 1)).any()):
+        if labels.dtype != torch.bool and bool(((labels != 0) & (labels != 1)).any()):
             raise ValueError("(B, K) labels must be a bool or 0/1 mask of positive prototypes")
         weights = labels.to(features.device) != 0
     else:

@@ -493,7 +493,8 @@ def self_distillation_loss(
                 raise ValueError(f"center must have shape ({t.shape[-1]},)")
             t = t - center
         targets = torch.softmax(t / teacher_temperature, dim=-1)
-    return soft_cross_entropy(student_logits / student_temperature, targets)
+    student = student_logits.to(compute_dtype(student_logits.dtype))  # divide in fp32
+    return soft_cross_entropy(student / student_temperature, targets)
 
 
 def cosine_distillation_loss(student: Tensor, teacher: Tensor) -> Tensor:

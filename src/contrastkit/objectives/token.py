@@ -355,12 +355,12 @@ class ContrastiveTokenLoss(nn.Module):
 
 
 # -- DistiLLM-2 -------------------------------------------------------------------------------
-def _token_mean(per_token: Tensor, mask: Tensor | None) -> Tensor:
+def _token_mean(per_token: Tensor, mask: Tensor | None, mask_name: str = "mask") -> Tensor:
     if mask is None:
         return per_token.mean()
-    mask = _check_mask("mask", mask, tuple(per_token.shape), per_token.device)
+    mask = _check_mask(mask_name, mask, tuple(per_token.shape), per_token.device)
     if not bool(mask.any()):
-        raise ValueError("mask selects no token")
+        raise ValueError(f"{mask_name} selects no token")
     return per_token[mask].mean()
 
 
@@ -370,9 +370,10 @@ def _skew(
     alpha: float,
     mask: Tensor | None,
     names: tuple[str, str] = ("teacher_logits", "student_logits"),
+    mask_name: str = "mask",
 ) -> Tensor:
-    """Token-mean of ``KL(p || alpha p + (1 - alpha) q)``; ``names``: the arguments behind
-    ``p_logits`` and ``q_logits``, for the error messages."""
+    """Token-mean of ``KL(p || alpha p + (1 - alpha) q)``; ``names`` and ``mask_name``: the
+    arguments behind ``p_logits``, ``q_logits`` and ``mask``, for the error messages."""
     p_logits = _check_seq(names[0], p_logits)
     q_logits = _check_seq(names[1], q_logits)
     if p_logits.shape != q_logits.shape:
@@ -391,7 +392,7 @@ def _skew(
     else:
         log_m = torch.logaddexp(log_p + math.log(alpha), log_q + math.log1p(-alpha))
     per_token = (log_p.exp() * (log_p - log_m)).sum(-1)
-    return _token_mean(per_token, mask)
+    return _token_mean(per_token, mask, mask_name)
 
 
 def skew_kl_divergence(
@@ -483,6 +484,7 @@ def distillm2_loss(
         alpha,
         teacher_mask,
         ("teacher_logits_on_teacher", "student_logits_on_teacher"),
+        "teacher_mask",
     )
     on_student = _skew(  # skew reverse KL: the student's distribution first
         student_logits_on_student,
@@ -490,6 +492,7 @@ def distillm2_loss(
         beta,
         student_mask,
         ("student_logits_on_student", "teacher_logits_on_student"),
+        "student_mask",
     )
     return on_teacher + on_student
 
