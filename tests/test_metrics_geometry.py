@@ -306,3 +306,16 @@ def test_inputs_are_not_modified():
 
 def test_docstring_examples_run():
     assert doctest.testmod(G, raise_on_error=False).failed == 0
+
+
+def test_uniformity_chunk_size_is_validated():
+    x = torch.randn(6, 3, dtype=torch.float64)
+    for bad in (0, -2, 1.5):
+        with pytest.raises(ValueError, match="chunk_size"):
+            uniformity(x, chunk_size=bad)
+    z = torch.nn.functional.normalize(x, dim=1)
+    ref = math.log(
+        sum(math.exp(-2 * float((z[i] - z[j]).pow(2).sum())) for i in range(6) for j in range(i))
+        / 15
+    )
+    assert float(uniformity(x, chunk_size=1)) == pytest.approx(ref, abs=1e-12)

@@ -208,3 +208,13 @@ def test_bad_input_errors_name_the_argument():
 def test_docstring_examples_run():
     assert doctest.testmod(P, raise_on_error=False).failed == 0
     assert doctest.testmod(C, raise_on_error=False).failed == 0
+
+
+def test_knn_chunk_size_is_validated():
+    x, y = blobs(0)
+    for bad in (0, -1, 2.0):
+        with pytest.raises(ValueError, match="chunk_size"):
+            knn_predict(x, y, x, k=3, chunk_size=bad)
+    sk = KNeighborsClassifier(n_neighbors=3, metric="cosine", algorithm="brute")
+    pred = knn_predict(x, y, x[:10], k=3, weighted=False, chunk_size=1)
+    assert pred.tolist() == sk.fit(x.numpy(), y.numpy()).predict(x[:10].numpy()).tolist()

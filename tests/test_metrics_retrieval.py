@@ -335,3 +335,15 @@ def test_inputs_are_not_modified():
 
 def test_docstring_examples_run():
     assert doctest.testmod(R, raise_on_error=False).failed == 0
+
+
+# ---------------------------------------------------------------- audit regressions
+@pytest.mark.parametrize("chunks", CHUNKS)
+def test_mixed_float_dtypes_rank_as_float64(chunks):
+    # float32 queries against a float64 gallery (e.g. loaded from numpy): ranked, not a crash
+    q, k, ql, kl = data(0)
+    r = relevant_ranks(q.float(), k, labels=ql, key_labels=kl, **chunks)
+    s = scores(q.float().double(), k)
+    expected = ref_ranks(s, rel_from_labels(ql.tolist(), kl.tolist()))
+    assert [sorted(int(v) for v in row if v > 0) for row in r.ranks] == expected
+    assert float(recall_at_k(q.float(), k, k=3)) == float(recall_at_k(q.float().double(), k, k=3))

@@ -454,3 +454,28 @@ def test_inputs_are_not_modified():
 
 def test_docstring_examples_run():
     assert doctest.testmod(M, raise_on_error=False).failed == 0
+
+
+# ---------------------------------------------------------------- audit regressions
+def test_neighbour_negatives_infinite_distance_never_returns_ineligible_keys():
+    # graph distances: node 2 is unreachable from node 0 (inf), node 0 itself is at 0
+    inf = math.inf
+    for k, distance in (
+        (2, torch.tensor([[0.0, 1.0, inf], [1.0, 0.0, 2.0]])),
+        (3, torch.tensor([[0.0, 1.0, inf, 3.0], [1.0, 0.0, 2.0, inf]])),
+    ):
+        idx = neighbour_negatives(k, distance=distance)
+        for i in range(2):  # loop reference: eligible keys (d > 0) by distance, index ties
+            ref = sorted((d, j) for j, d in enumerate(distance[i].tolist()) if d > 0)
+            assert idx[i].tolist() == [j for _, j in ref[:k]]
+
+
+def test_miners_accept_mixed_float_dtypes():
+    q = rand(0, 6, 4).float()
+    bank = rand(1, 20, 4)  # float64, e.g. a numpy memory bank
+    idx = topk_negatives(q, bank, k=3)
+    for i, a in enumerate(q.double().tolist()):
+        s = [(-cos(a, b), j) for j, b in enumerate(bank.tolist()) if j != i]  # i: positive
+        assert idx[i].tolist() == [j for _, j in sorted(s)[:3]]
+    sel = semi_hard_negatives(q, bank[:6], margin=0.5)
+    assert sel.shape == (6, 6) and not bool(sel.diagonal().any())

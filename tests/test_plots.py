@@ -121,3 +121,8 @@ def test_bad_input_errors_name_the_argument():
 
 def test_docstring_examples_run():
     assert doctest.testmod(PL, raise_on_error=False).failed == 0
+
+
+def test_embedding_2d_labels_must_be_a_tensor():
+    with pytest.raises(TypeError, match="labels must be a torch.Tensor"):
+        plot_embedding_2d(torch.randn(4, 3), [0, 1, 0, 1])

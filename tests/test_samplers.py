@@ -246,3 +246,36 @@ def test_bad_input_errors_name_the_argument():
 
 def test_docstring_examples_run():
     assert doctest.testmod(S, raise_on_error=False).failed == 0
+
+
+# ---------------------------------------------------------------- audit regressions
+@pytest.mark.parametrize("seed", range(10))
+def test_neighbour_batches_draw_real_neighbours_before_padding(seed):
+    # two groups of three; each row lists its two group mates, then -1 padding.  With
+    # num_select=2 an item pulls its nearest mate and one drawn from the rest of its list, whose
+    # only real entry is the other mate: every batch is one whole group.
+    nbrs = torch.full((6, 6), -1)
+    for i in range(6):
+        g = i // 3 * 3
+        nbrs[i, :2] = torch.tensor([g + (i + 1) % 3, g + (i + 2) % 3])
+    batches = list(NeighbourBatchSampler(nbrs, batch_size=3, num_select=2, seed=seed))
+    assert sorted(sorted(b) for b in batches) == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_neighbour_batches_default_num_select_with_one_neighbour():
+    nbrs = torch.tensor([[1], [0], [3], [2]])
+    batches = list(NeighbourBatchSampler(nbrs, batch_size=2))
+    assert sorted(sorted(b) for b in batches) == [[0, 1], [2, 3]]
+
+
+def test_m_per_class_refuses_an_epoch_without_a_batch_per_rank():
+    # 2 classes x 4 items, m=4, batch_size=8: exactly one batch, so a second rank would get
+    # none and both ranks would iterate over nothing
+    labels = torch.tensor([0] * 4 + [1] * 4)
+    assert len(MPerClassSampler(labels, m=4, batch_size=8)) == 1
+    with pytest.raises(ValueError, match="num_replicas"):
+        MPerClassSampler(labels, m=4, batch_size=8, num_replicas=2, rank=0)
+    with pytest.raises(ValueError, match="num_replicas"):
+        PseudoClassExclusiveSampler(torch.arange(6) % 3, batch_size=3, num_replicas=3, rank=1)
+    ok = MPerClassSampler(labels, m=2, batch_size=4, num_replicas=2, rank=1)
+    assert len(ok) == len(list(ok)) == 1  # 4 groups of 2, 2 per batch, dealt to 2 ranks

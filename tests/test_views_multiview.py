@@ -192,3 +192,11 @@ def test_hydra_gated_similarity_matches_loop_and_pairs_are_symmetric():
     torch.testing.assert_close(
         g(torch.tensor([1, 4]), torch.tensor([4, 2])), g(torch.tensor([4, 2]), torch.tensor([1, 4]))
     )
+
+
+def test_random_shift_max_shift_is_validated():
+    img = torch.rand(2, 4, 4)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="max_shift"):
+            views.random_shift(img, bad)
+    assert torch.equal(views.random_shift(img, 0), img)  # no shift: the images themselves

@@ -168,7 +168,8 @@ def plot_embedding_2d(
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=8)
     else:
-        labels = check_labels("labels", labels.cpu(), x.shape[0], torch.device("cpu"))
+        labels = check_tensor("labels", labels).cpu()
+        labels = check_labels("labels", labels, x.shape[0], torch.device("cpu"))
         for c in torch.unique(labels).tolist():
             keep = (labels == c).numpy()
             ax.scatter(xy[keep, 0], xy[keep, 1], s=8, label=str(c))

@@ -255,6 +255,8 @@ def random_shift(
     x = images[:, None] if squeeze else images
     if x.dim() != 4:
         raise ValueError(f"images must be (B, H, W) or (B, C, H, W), got {tuple(images.shape)}")
+    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
+        raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
     b, _, h, w = x.shape
     s = max_shift
     padded = torch.nn.functional.pad(x, (s, s, s, s))

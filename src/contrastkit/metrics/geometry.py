@@ -118,6 +118,8 @@ def uniformity(
     """
     x = _points("x", x, normalize)
     check_positive_scalar("t", t)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"x needs at least 2 rows for pairwise distances, got {n}")

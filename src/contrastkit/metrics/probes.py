@@ -97,6 +97,8 @@ def knn_predict(
     if k > tr.shape[0]:
         raise ValueError(f"k={k} is larger than the number of training points ({tr.shape[0]})")
     check_positive_scalar("temperature", temperature)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     with torch.no_grad():
         tr = F.normalize(tr, dim=1)
         te = F.normalize(te, dim=1)

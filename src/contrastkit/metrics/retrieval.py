@@ -270,8 +270,9 @@ def relevant_ranks(
     if not bool(valid.any()):
         raise ValueError("no query has a relevant key: check relevant= / labels= / exclude_self")
     with torch.no_grad():
-        q = prepare(query, similarity)
-        kk = prepare(key, similarity)
+        dtype = torch.promote_types(query.dtype, key.dtype)  # e.g. float32 vs float64 towers
+        q = prepare(query.to(dtype), similarity)
+        kk = prepare(key.to(dtype), similarity)
         rel_scores, thr = _relevant_scores(q, kk, idx, valid, similarity)
         irrelevant_ge = torch.zeros(idx.shape, dtype=torch.long, device=q.device)
         for r0 in range(0, num_q, query_chunk_size):

@@ -35,8 +35,6 @@ the true positive wherever it sits in the gathered keys.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -88,7 +86,8 @@ def _embeddings(
     key = query if same_set else check_embeddings(names[1], key)
     check_same_dim(names, (query, key))
     check_choice("similarity", similarity, SIMILARITIES)
-    return query, key, same_set
+    dtype = torch.promote_types(query.dtype, key.dtype)  # e.g. float32 queries, float64 bank
+    return query.to(dtype), key.to(dtype), same_set
 
 
 def _pairing(
@@ -415,9 +414,12 @@ def neighbour_negatives(
         check_finite_scalar("min_distance", min_distance)
         k = _check_count("k", k, distance.shape[1], "the number of keys")
         eligible = distance > min_distance
-        scores = distance.masked_fill(~eligible, math.inf)
         _check_enough(eligible.sum(dim=1), k)
-        return scores.topk(k, dim=1, largest=False).indices
+        # nearest first among the eligible keys; ineligible keys sort last even when eligible
+        # distances are infinite (unreachable nodes of a graph)
+        order = distance.argsort(dim=1, stable=True)
+        last = (~eligible.gather(1, order)).to(torch.int8)
+        return order.gather(1, last.argsort(dim=1, stable=True)[:, :k])
     adjacency = check_tensor("adjacency", adjacency)
     if adjacency.dtype != torch.bool or adjacency.dim() != 2:
         raise ValueError(

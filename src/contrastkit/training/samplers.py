@@ -149,6 +149,17 @@ class MPerClassSampler(_EpochBatchSampler):
                 f"batch_size={batch_size} with m={m} needs {self.classes_per_batch} classes with "
                 f"at least {m} items each, but labels has only {usable} such classes"
             )
+        # the greedy of _build makes t batches iff sum_c min(groups_c, t) >= t * classes_per_batch
+        # (and that condition holds for every t below the largest such t): every rank needs one
+        groups = counts // self.m
+        if int(groups.clamp(max=self.num_replicas).sum()) < (
+            self.num_replicas * self.classes_per_batch
+        ):
+            raise ValueError(
+                f"batch_size={batch_size} with m={m} x num_replicas={self.num_replicas}: labels "
+                f"cannot fill one batch per rank ({self.num_replicas} batches of "
+                f"{self.classes_per_batch} classes x {m} items)"
+            )
 
     def _build(self, generator: torch.Generator) -> list[list[int]]:
         groups: list[list[list[int]]] = []
@@ -273,7 +284,7 @@ class NeighbourBatchSampler(_EpochBatchSampler):
             (``-1`` pads short rows).
         batch_size: per-rank batch size.
         num_select: neighbours pulled in per item (Sample4Geo: 64 out of a range of 128);
-            default ``R // 2``.
+            default ``max(1, R // 2)``.
 
     Example:
         >>> import torch
@@ -309,7 +320,9 @@ class NeighbourBatchSampler(_EpochBatchSampler):
         if int(neighbours.min()) < -1 or int(neighbours.max()) >= n:
             raise ValueError(f"neighbours must hold item indices in [0, {n}) or -1 padding")
         self.neighbours = neighbours.detach().cpu()
-        self.num_select = r // 2 if num_select is None else _positive_int("num_select", num_select)
+        self.num_select = (
+            max(1, r // 2) if num_select is None else _positive_int("num_select", num_select)
+        )
         if not 1 <= self.num_select <= r:
             raise ValueError(
                 f"num_select must lie in [1, {r}] (the neighbour range), got {num_select}"
@@ -325,7 +338,10 @@ class NeighbourBatchSampler(_EpochBatchSampler):
         near = self.num_select // 2
         num_far = self.num_select - near
         rest = self.neighbours[:, near:]
-        pick = torch.rand(rest.shape, generator=generator).argsort(dim=1)[:, :num_far]
+        # a random order of the rest of each list, its -1 padding last (never drawn before a
+        # real neighbour)
+        noise = torch.rand(rest.shape, generator=generator).masked_fill(rest < 0, 2.0)
+        pick = noise.argsort(dim=1)[:, :num_far]
         candidates = torch.cat([self.neighbours[:, :near], rest.gather(1, pick)], dim=1).tolist()
         used = [False] * n
         batches, current = [], []
