@@ -199,6 +199,8 @@ def test_bad_input_errors_name_the_argument():
         zero_shot_accuracy(te, torch.full((10,), 5), torch.randn(3, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match="method must be one of"):
         linear_probe(tr, ytr, te, yte, method="svm")
+    with pytest.raises(ValueError, match="max_iter must be an int >= 1"):
+        linear_probe(tr, ytr, te, yte, max_iter=0)
     with pytest.raises(ValueError, match="losses has 2 points"):
         fit_power_law(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 0.5]))
     with pytest.raises(ValueError, match="sizes must be finite and > 0"):

@@ -324,6 +324,12 @@ def test_bad_input_errors_name_the_argument():
         roc_auc(torch.tensor([]), torch.tensor([1.0]))
     with pytest.raises(ValueError, match="ranks must have shape"):
         mean_rank_variance(torch.tensor([1, 2, 3]))
+    mask = torch.zeros(13, 29, dtype=torch.long)
+    mask[torch.arange(13), torch.arange(13)] = 1
+    with pytest.raises(ValueError, match=r"looks like a 0/1 mask.*relevant\.bool\(\)"):
+        recall_at_k(q, k, 1, relevant=mask)
+    # the same mask as bool is what was meant: key i for query i, the default
+    assert recall_at_k(q, k, 1, relevant=mask.bool()) == recall_at_k(q, k, 1)
 
 
 def test_inputs_are_not_modified():

@@ -479,3 +479,15 @@ def test_miners_accept_mixed_float_dtypes():
         assert idx[i].tolist() == [j for _, j in sorted(s)[:3]]
     sel = semi_hard_negatives(q, bank[:6], margin=0.5)
     assert sel.shape == (6, 6) and not bool(sel.diagonal().any())
+
+
+def test_spherical_kmeans_normalises_a_given_init():
+    # unit points; the init's first centroid is long: unnormalised, every point would go to the
+    # second centroid (euclidean distance) and the clusters would come out wrong
+    angles = torch.tensor([0.0, 0.2, 0.4, 1.2, 1.4, 1.57], dtype=torch.float64)
+    x = torch.stack([angles.cos(), angles.sin()], dim=1)
+    init = torch.tensor([[10.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    labels, centres = kmeans(x, 2, init=init, spherical=True, iters=1)
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1]
+    same, _ = kmeans(x, 2, init=init / 10.0 * torch.tensor([[1.0], [10.0]]), spherical=True)
+    assert same.tolist() == labels.tolist()

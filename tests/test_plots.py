@@ -104,6 +104,18 @@ def test_panels_of_one_figure_through_ax(tmp_path):
         plot_similarity_matrix(s, vmin=1, vmax=-1)
 
 
+def test_recall_curve_leaves_out_queries_without_a_relevant_key():
+    from contrastkit.metrics import relevant_ranks
+
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 1, 2])
+    keys, key_labels = torch.tensor([[1.0, 0.1], [0.2, 1.0]]), torch.tensor([0, 1])
+    first = relevant_ranks(q, keys, labels=labels, key_labels=key_labels).first()
+    assert first.tolist() == [1, 1, 0]  # the third query has no relevant key
+    fig = plot_recall_curve(first, max_k=2)
+    assert fig.axes[0].lines[0].get_ydata().tolist() == [1.0, 1.0]  # of the two valid queries
+
+
 def test_bad_input_errors_name_the_argument():
     with pytest.raises(ValueError, match="similarity must be a non-empty"):
         plot_similarity_matrix(torch.zeros(3))
@@ -112,7 +124,9 @@ def test_bad_input_errors_name_the_argument():
     with pytest.raises(ValueError, match="steps has 2 values but losses has 3"):
         plot_loss_curve([3.0, 2.0, 1.0], [1, 2])
     with pytest.raises(ValueError, match="1-based ranks"):
-        plot_recall_curve(torch.tensor([0, 1]))
+        plot_recall_curve(torch.tensor([-1, 1]))
+    with pytest.raises(ValueError, match="no query with a relevant key"):
+        plot_recall_curve(torch.tensor([0, 0]))
     with pytest.raises(ValueError, match="labels must have shape"):
         plot_embedding_2d(torch.randn(5, 3), torch.arange(4))
     with pytest.raises(ValueError, match="points must be a non-empty mapping"):

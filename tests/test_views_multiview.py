@@ -200,3 +200,22 @@ def test_random_shift_max_shift_is_validated():
         with pytest.raises(ValueError, match="max_shift"):
             views.random_shift(img, bad)
     assert torch.equal(views.random_shift(img, 0), img)  # no shift: the images themselves
+
+
+def test_concat_mean_with_one_half_masked_takes_the_other_half():
+    parts = torch.randn(2, 4, 3, dtype=torch.float64)
+    mask = torch.tensor([[True, True, False, False], [True, False, True, True]])
+    out = views.compose(parts, mask, mode="concat_mean")
+    torch.testing.assert_close(out[0], parts[0, :2].mean(0))  # second half empty
+    torch.testing.assert_close(out[1], 0.5 * (parts[1, 0] + parts[1, 2:].mean(0)))
+
+
+def test_noise_and_swap_counts_are_validated():
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="std must be a finite number >= 0"):
+            views.gaussian_noise(torch.zeros(3), bad)
+    ids = torch.tensor([[1, 2, 3, 0]])
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="num_swaps must be an int >= 0"):
+            views.token_swap(ids, bad, pad_id=0)
+    assert torch.equal(views.token_swap(ids, 0, pad_id=0), ids)

@@ -192,7 +192,8 @@ def plot_recall_curve(
 
     Args:
         ranks: ``(Q,)`` ranks (e.g. ``relevant_ranks(q, k).first()``), or ``{name: ranks}`` to
-            compare several models.
+            compare several models.  A rank of ``0`` marks a query without a relevant key
+            (as ``first()`` gives): it is left out, as the retrieval metrics leave it out.
         max_k: the largest K shown (default: the largest rank, at most 100).
 
     Example:
@@ -206,8 +207,11 @@ def plot_recall_curve(
         raise ValueError("ranks is empty")
     data = {name: _numbers(f"ranks[{name!r}]", r) for name, r in curves.items()}
     for name, r in data.items():
-        if bool((r < 1).any()):
-            raise ValueError(f"ranks[{name!r}] must be 1-based ranks (>= 1)")
+        if bool((r < 0).any()):
+            raise ValueError(f"ranks[{name!r}] must be 1-based ranks (>= 1, or 0: no relevant key)")
+        if not bool((r >= 1).any()):
+            raise ValueError(f"ranks[{name!r}] holds no query with a relevant key (all 0)")
+        data[name] = r[r >= 1]
     if max_k is None:
         max_k = int(min(100, max(float(r.max()) for r in data.values())))
     if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1:

@@ -16,6 +16,7 @@ Every function returns new tensors; its inputs are never modified.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -148,6 +149,8 @@ def token_swap(
         [1, 2, 3]
     """
     ids = _check_ids(ids, 0.0)
+    if isinstance(num_swaps, bool) or not isinstance(num_swaps, int) or num_swaps < 0:
+        raise ValueError(f"num_swaps must be an int >= 0, got {num_swaps!r}")
     out = ids.clone()
     lengths = (ids != pad_id).sum(1)
     for row in range(ids.shape[0]):
@@ -218,7 +221,8 @@ def dropout_views(
 def compose(parts: Tensor, mask: Tensor | None = None, mode: str = "mean") -> Tensor:
     r"""Composition of phrase (constituent) embeddings into a positive for the whole text
     (Chanchani & Huang 2023, composition-contrastive learning): ``(B, P, D) -> (B, D)`` by
-    ``"mean"``, ``"sum"`` or ``"concat_mean"`` (mean of the first and second halves of the parts).
+    ``"mean"``, ``"sum"`` or ``"concat_mean"`` (mean of the first and second halves of the parts;
+    a row whose mask empties one half takes the other half's mean).
 
     Example:
         >>> import torch
@@ -234,9 +238,13 @@ def compose(parts: Tensor, mask: Tensor | None = None, mode: str = "mean") -> Te
     half = parts.shape[1] // 2
     if half == 0:
         raise ValueError("concat_mean needs at least 2 parts")
-    first = (parts[:, :half] * m[:, :half]).sum(1) / m[:, :half].sum(1).clamp_min(1)
-    second = (parts[:, half:] * m[:, half:]).sum(1) / m[:, half:].sum(1).clamp_min(1)
-    return 0.5 * (first + second)
+    means, present = [], []
+    for part, keep in ((parts[:, :half], m[:, :half]), (parts[:, half:], m[:, half:])):
+        count = keep.sum(1)
+        means.append((part * keep).sum(1) / count.clamp_min(1))
+        present.append((count > 0).to(parts.dtype))
+    # the mean over the halves that hold a part (the mask keeps at least one per row)
+    return (means[0] * present[0] + means[1] * present[1]) / (present[0] + present[1])
 
 
 def random_shift(
@@ -275,7 +283,7 @@ def gaussian_noise(x: Tensor, std: float, generator: torch.Generator | None = No
         tensor([0., 0., 0.])
     """
     x = check_tensor("x", x)
-    if std < 0:
-        raise ValueError(f"std must be >= 0, got {std}")
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not 0 <= std < math.inf:
+        raise ValueError(f"std must be a finite number >= 0, got {std!r}")
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return x + std * noise

@@ -208,6 +208,8 @@ def linear_probe(
     check_choice("method", method, ("logistic", "ridge"))
     if not isinstance(l2, (int, float)) or isinstance(l2, bool) or not l2 >= 0:
         raise ValueError(f"l2 must be a number >= 0, got {l2!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
     n, d = tr.shape
     num_c = len(classes)
     with torch.no_grad():

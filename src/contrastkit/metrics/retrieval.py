@@ -192,6 +192,18 @@ def _relevance(
         ):
             idx = relevant.to(device, torch.long)
             idx = idx[:, None] if idx.dim() == 1 else idx
+            if (
+                tuple(idx.shape) == (num_q, num_k)
+                and num_k > 2
+                and bool(((idx == 0) | (idx == 1)).all())
+                and bool(((idx == 0).sum(1) > 1).any())
+            ):
+                raise ValueError(
+                    f"relevant is a ({num_q}, {num_k}) integer tensor of 0s and 1s with key 0 "
+                    "repeated in a row: it looks like a 0/1 mask, but integer tensors are read "
+                    "as key indices; pass relevant.bool() for a mask (or pad index lists "
+                    "with -1)"
+                )
             if idx.shape[0] != num_q:
                 raise ValueError(
                     f"relevant must have {num_q} rows (one per query), got {idx.shape[0]}"

@@ -730,7 +730,9 @@ def kmeans(
                 raise ValueError(
                     f"init must have shape ({num_clusters}, {x.shape[1]}), got {tuple(init.shape)}"
                 )
-            centroids = init.to(pts.dtype).clone()
+            centroids = init.to(device=pts.device, dtype=pts.dtype).clone()
+            if spherical:  # the first assignment compares unit points with unit centroids
+                centroids = torch.nn.functional.normalize(centroids, dim=1)
         assign = None
         for _ in range(iters):
             new_assign, dist = _nearest(pts, centroids, chunk_size)
