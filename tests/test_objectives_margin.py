@@ -317,6 +317,12 @@ def test_quadruplet_matches_paper(seed, kind):
     )
 
 
+def test_quadruplet_with_two_classes_says_a_third_is_needed():
+    x = torch.randn(6, 3)
+    with pytest.raises(ValueError, match="at least 3 classes"):
+        M.quadruplet_loss(x, labels=torch.tensor([0, 0, 0, 1, 1, 1]))
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_quadruplet_cross_modal_matches_cdmlmr(seed):
     """CDMLMR: image anchors against text positives / negatives, the second negative pair

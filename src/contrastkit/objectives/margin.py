@@ -553,7 +553,13 @@ def quadruplet_loss(
     allowed = pair_ok[None] & (lq[None, :, None] != lq[:, None, None])
     allowed = allowed & (lk[None, None, :] != lq[:, None, None])
     d_lk = torch.where(allowed, d[None], big).flatten(1).min(dim=1).values
-    valid = pos.any(dim=1) & neg.any(dim=1) & allowed.flatten(1).any(dim=1)
+    has_triplet = pos.any(dim=1) & neg.any(dim=1)
+    valid = has_triplet & allowed.flatten(1).any(dim=1)
+    if bool(has_triplet.any()) and not bool(valid.any()):
+        raise ValueError(
+            "quadruplet_loss needs, for some anchor, a negative pair (l, k) whose labels differ "
+            "from each other and from the anchor's: the batch needs at least 3 classes"
+        )
     zero = torch.zeros_like(d_ap)
     loss = (d_ap - d_an + margin).clamp_min(0.0) + (d_ap - d_lk + margin2).clamp_min(0.0)
     loss = torch.where(valid, loss, zero)
