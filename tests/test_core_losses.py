@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -205,11 +207,58 @@ def test_infonce_learnable_temperature_gradient():
 
 
 def test_learnable_temperature_is_clamped_at_max_scale():
-    fn = InfoNCE(0.001, learnable_temperature=True)  # 1/0.001 = 1000 > 100
+    fn = InfoNCE(0.001, learnable_temperature=True).double()  # 1/0.001 = 1000 > 100
     assert abs(float(fn.logit_scale().detach()) - 100.0) < 1e-3
-    q, k = torch.randn(4, 8), torch.randn(4, 8)
-    fn(q, k).backward()
-    assert float(fn.logit_scale.logit_scale.grad) == 0.0  # clamped: no gradient
+    # Above the cap the parameter gets the gradients that bring it back below (noisy pairs want a
+    # lower scale: dL/dlog_scale > 0, as the reference at the cap says), never those that push it
+    # further up (aligned pairs want a higher scale): a clamped parameter is never stuck.
+    q = (_leaf(1, 8, seed=12) + 0.1 * _leaf(4, 8, seed=5)).detach()  # close, but not saturated
+    aligned = q + 0.01 * _leaf(4, 8, seed=13).detach()
+    for k, wants_lower in ((_leaf(4, 8, seed=6).detach(), True), (aligned, False)):
+        fn.zero_grad()
+        fn(q, k).backward()
+        log_scale = torch.tensor(math.log(100.0), dtype=torch.float64, requires_grad=True)
+        kw = dict(positive=lambda i, j: float(i == j), excluded=lambda i, j: False)
+        ref = infonce_reference(q, k, tau=1.0 / log_scale.exp(), **kw)
+        (ref_grad,) = torch.autograd.grad(ref, [log_scale])
+        assert (float(ref_grad) > 0) == wants_lower
+        expected = ref_grad if wants_lower else torch.zeros_like(ref_grad)
+        torch.testing.assert_close(fn.logit_scale.logit_scale.grad, expected, rtol=TOL, atol=TOL)
+
+
+def test_mixed_float_dtypes_are_promoted():
+    # float64 with float32 (query/key, negatives) runs in float64, as torch's own promotion does,
+    # instead of failing inside a matmul; the float32 tensors are exact in float64.
+    q, k = _leaf(5, 4, seed=7), _leaf(5, 4, seed=8)
+    k32, n32 = k.detach().float(), _leaf(3, 4, seed=9).detach().float()
+    kw = dict(positive=lambda i, j: float(i == j), excluded=lambda i, j: False, tau=0.2)
+    extra = [n32[m].double() for m in range(3)]
+    for engine in ("dense", "streaming"):
+        loss = CF.info_nce(q, k32, temperature=0.2, engine=engine)
+        assert loss.dtype == torch.float64
+        ref = infonce_reference(q.detach(), k32.double(), **kw)
+        torch.testing.assert_close(loss, ref, rtol=TOL, atol=TOL)
+        loss = CF.info_nce(q, k, negatives=n32, temperature=0.2, engine=engine)
+        ref = infonce_reference(q.detach(), k.detach(), extra=lambda i: extra, **kw)
+        torch.testing.assert_close(loss, ref, rtol=TOL, atol=TOL)
+        loss = CF.info_nce(k32, q, temperature=0.2, engine=engine)
+        ref = infonce_reference(k32.double(), q.detach(), **kw)
+        torch.testing.assert_close(loss, ref, rtol=TOL, atol=TOL)
+        loss = CF.siglip(q, k32, scale=5.0, bias=-2.0, engine=engine)
+        assert loss.dtype == torch.float64
+        ref = siglip_reference(q.detach(), k32.double(), 5.0, -2.0, lambda i, j: i == j)
+        torch.testing.assert_close(loss, ref, rtol=TOL, atol=TOL)
+
+
+def test_low_precision_temperature_tensor_is_inverted_in_float32():
+    # tau = bfloat16(0.01) = 0.010009765625: its scale is 99.90..., not bfloat16(1 / tau) = 100
+    tau = torch.tensor(0.01, dtype=torch.bfloat16)
+    q, k = _leaf(6, 4, seed=10).detach(), _leaf(6, 4, seed=11).detach()
+    kw = dict(positive=lambda i, j: float(i == j), excluded=lambda i, j: False, tau=float(tau))
+    ref = infonce_reference(q, k, **kw)
+    for engine in ("dense", "streaming"):
+        loss = CF.info_nce(q.float(), k.float(), temperature=tau, engine=engine)
+        torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- NT-Xent

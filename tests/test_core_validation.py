@@ -7,6 +7,7 @@ import torch
 
 import contrastkit.functional as CF
 from contrastkit.losses import InfoNCE, NTXent, SigLIP, SupCon
+from contrastkit.pairing import Pairing
 
 
 @pytest.mark.parametrize(
@@ -101,6 +102,25 @@ from contrastkit.losses import InfoNCE, NTXent, SigLIP, SupCon
             "bias",
         ),
         (lambda: SigLIP(init_scale=-1.0), ValueError, "init_scale"),
+        (lambda: SigLIP(init_scale=float("inf")), ValueError, "init_scale must be a finite"),
+        (lambda: SigLIP(init_bias=float("nan")), ValueError, "init_bias must be finite"),
+        (lambda: InfoNCE(margin=float("nan")), ValueError, "margin must be finite"),
+        (lambda: InfoNCE(max_scale="100"), TypeError, "max_scale must be a float"),
+        (
+            lambda: CF.siglip(torch.randn(3, 2), torch.randn(3, 2), positives=[[1.0]]),
+            TypeError,
+            "positives must be a torch.Tensor",
+        ),
+        (
+            lambda: Pairing.from_labels(torch.tensor([0.0, 1.0, 0.0])),
+            TypeError,
+            "^labels must be an integer",
+        ),
+        (
+            lambda: Pairing.from_labels(torch.tensor([[0, 1], [1, 0]])),
+            ValueError,
+            "^labels must have shape",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(call, exc, match):
@@ -186,3 +206,23 @@ def test_set_finite_checks_off_skips_the_host_synchronising_checks():
         contrastkit.set_finite_checks(True)
     with pytest.raises(ValueError, match="query contains NaN"):
         info_nce(nan, k)
+
+
+def test_numpy_scalars_are_accepted_as_floats():
+    # np.float32 is not a python float (np.float64 is): a temperature read from a numpy config
+    np = pytest.importorskip("numpy")
+    q, k = torch.randn(4, 3), torch.randn(4, 3)
+    expected = CF.info_nce(q, k, temperature=0.25, margin=0.5)
+    got = CF.info_nce(q, k, temperature=np.float32(0.25), margin=np.float32(0.5))
+    assert torch.equal(got, expected)
+    assert torch.equal(InfoNCE(np.float32(0.25), margin=0.5)(q, k), expected)
+    expected = CF.siglip(q, k, scale=4.0, bias=-1.0)
+    assert torch.equal(CF.siglip(q, k, scale=np.float32(4.0), bias=np.float32(-1.0)), expected)
+
+
+def test_module_reprs_show_their_configuration():
+    assert "engine='streaming'" in repr(InfoNCE(engine="streaming"))
+    assert "similarity='dot'" in repr(NTXent(similarity="dot"))
+    assert "variant='in'" in repr(SupCon(variant="in"))
+    text = repr(SigLIP(init_scale=5.0, init_bias=-2.0, learnable=False, similarity="dot"))
+    assert "scale=5, bias=-2, learnable=False, similarity='dot'" in text

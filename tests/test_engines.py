@@ -386,3 +386,65 @@ def test_accelerator_path_keeps_empty_tiles_and_agrees(monkeypatch, variant, opt
     for a, b in zip(sum(skipping, []), sum(keeping, []), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert_matches_dense(streaming, infonce, args, 1, 2, tile=2)
+
+
+@pytest.mark.parametrize("engine", ["dense", "streaming"])
+def test_autocast_does_not_lower_the_float32_accumulation(engine, monkeypatch):
+    # An enclosing torch.autocast(bfloat16) must not turn the losses' float32 matmuls into
+    # bfloat16 ones (logits of 100 at tau = 0.01 would be off by up to 0.25).
+    from reference import infonce_reference, siglip_reference, supcon_reference
+
+    monkeypatch.setattr(streaming, "DEFAULT_TILE", TILE)
+    g = torch.Generator().manual_seed(0)
+    q64, k64 = torch.randn(6, 8, generator=g).double(), torch.randn(6, 8, generator=g).double()
+    labels = torch.tensor([0, 1, 0, 1, 2, 2])
+    both = labels.repeat(2)
+    diag = dict(positive=lambda i, j: float(i == j), excluded=lambda i, j: False, tau=0.01)
+    same = dict(positive=lambda i, j: float(both[i] == both[j]), tau=0.01)
+
+    def both_directions(q, k):
+        return 0.5 * (infonce_reference(q, k, **diag) + infonce_reference(k, q, **diag))
+
+    cases = [
+        (
+            lambda q, k: CF.info_nce(q, k, temperature=0.01, symmetric=True, engine=engine),
+            both_directions,
+        ),
+        (
+            lambda q, k: CF.info_nce(
+                torch.cat([q, k]), labels=both, temperature=0.01, engine=engine
+            ),
+            lambda q, k: infonce_reference(
+                torch.cat([q, k]), torch.cat([q, k]), excluded=lambda i, j: i == j, **same
+            ),
+        ),
+        (
+            lambda q, k: CF.supcon(torch.stack([q, k], 1), labels, temperature=0.01, engine=engine),
+            lambda q, k: supcon_reference(torch.stack([q, k], 1), labels, 0.01),
+        ),
+        (
+            lambda q, k: CF.siglip(q, k, scale=100.0, bias=-10.0, engine=engine),
+            lambda q, k: siglip_reference(q, k, 100.0, -10.0, lambda i, j: i == j),
+        ),
+    ]
+    for lib, ref_fn in cases:
+        q, k = q64.float().requires_grad_(), k64.float().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = lib(q, k)
+            # backward outside the autocast region, as the AMP recipe has it; the streaming
+            # engine's own backward recomputes its tiles in float32 even inside one
+            if engine == "streaming":
+                grads = torch.autograd.grad(loss, [q, k], retain_graph=True)
+        outside = torch.autograd.grad(loss, [q, k])
+        if engine != "streaming":
+            grads = outside
+        for a, b in zip(grads, outside, strict=True):
+            assert _rel(a, b) < 1e-6
+        assert loss.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
+        rq, rk = q64.clone().requires_grad_(), k64.clone().requires_grad_()
+        ref = ref_fn(rq, rk)
+        ref_grads = torch.autograd.grad(ref, [rq, rk])
+        loss, ref = float(loss.detach()), float(ref.detach())
+        assert abs(loss - ref) <= 1e-5 * abs(ref) + 1e-5
+        for got, want in zip(grads, ref_grads, strict=True):
+            assert _rel(got, want) < 1e-4

@@ -8,6 +8,7 @@ or a hang.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -105,7 +106,7 @@ def check_positive_scalar(name: str, value: float | Tensor) -> None:
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got shape {tuple(value.shape)}")
         v = float(value.detach())
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         v = float(value)
     else:
         raise TypeError(f"{name} must be a float or a scalar tensor, got {type(value).__name__}")
@@ -124,7 +125,7 @@ def check_finite_scalar(name: str, value: float | Tensor) -> None:
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got shape {tuple(value.shape)}")
         v = float(value.detach())
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         v = float(value)
     else:
         raise TypeError(f"{name} must be a float or a scalar tensor, got {type(value).__name__}")

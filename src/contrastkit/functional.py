@@ -20,12 +20,13 @@ from contrastkit._validation import (
     check_matrix,
     check_positive_scalar,
     check_same_dim,
+    check_tensor,
     finite_checks_enabled,
 )
 from contrastkit.engine import select_engine
 from contrastkit.objectives.infonce import VARIANTS, InfoNCESpec, infonce_row_losses
 from contrastkit.pairing import Pairing
-from contrastkit.similarity import SIMILARITIES
+from contrastkit.similarity import SIMILARITIES, compute_dtype
 
 __all__ = [
     "info_nce",
@@ -102,8 +103,23 @@ def build_pairing(
 def _scale_from_temperature(temperature: float | Tensor) -> float | Tensor:
     check_positive_scalar("temperature", temperature)
     if isinstance(temperature, Tensor):
-        return 1.0 / temperature.reshape(())
+        # 1 / tau in float32 at least: a bfloat16 tau of 0.01 would round its scale to 100.0
+        t = temperature.reshape(())
+        return 1.0 / t.to(torch.promote_types(t.dtype, torch.float32))
     return 1.0 / float(temperature)
+
+
+def _common_dtype(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """The tensors in one accumulation dtype when their dtypes differ (float64 with float32 is
+    float64; bfloat16 with float16 or float32 is float32), else unchanged."""
+    present = [t for t in tensors if t is not None]
+    if len({t.dtype for t in present}) <= 1:
+        return tensors
+    dtype = torch.float32
+    for t in present:
+        dtype = torch.promote_types(dtype, t.dtype)
+    dtype = compute_dtype(dtype)
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
 
 
 def _reduce(rows: list[tuple[Tensor, Tensor]], reduction: str, what: str) -> Tensor:
@@ -183,7 +199,8 @@ def info_nce(
             ``engine="streaming"`` exchanges key blocks in a ring instead of gathering them.
 
     Returns:
-        The scalar loss in float32 (float64 for float64 inputs), or per-row losses.
+        The scalar loss in float32 (float64 if any input is float64; inputs of different dtypes
+        are promoted), or per-row losses.  An enclosing ``torch.autocast`` does not lower it.
 
     Example:
         >>> import torch
@@ -203,6 +220,10 @@ def info_nce(
     check_finite_scalar("margin", margin)
     scale = _scale_from_temperature(temperature)
     per_query, shared = _split_negatives(negatives, query)
+    query, key, per_query, shared = _common_dtype(
+        query, None if same_set else key, per_query, shared
+    )
+    key = query if same_set else key
     spec = InfoNCESpec(similarity=similarity, variant=variant, decoupled=decoupled, margin=margin)
     if distributed:  # cross-process negatives: contrastkit.engine.distributed
         from contrastkit.engine import distributed as dist_engine
@@ -535,13 +556,13 @@ def siglip(
     check_choice("similarity", similarity, SIMILARITIES)
     check_positive_scalar("scale", scale)
     check_finite_scalar("bias", bias)
-    if positives is not None and positives.is_floating_point():
-        if bool((positives > 1).any()):
+    if positives is not None:
+        positives = check_tensor("positives", positives)
+        if positives.is_floating_point() and bool((positives > 1).any()):
             raise ValueError("positives (soft targets) for the sigmoid loss must lie in [0, 1]")
-    if isinstance(scale, Tensor):
-        scale = scale.reshape(())
-    if isinstance(bias, Tensor):
-        bias = bias.reshape(())
+    scale = scale.reshape(()) if isinstance(scale, Tensor) else float(scale)
+    bias = bias.reshape(()) if isinstance(bias, Tensor) else float(bias)
+    query, key = _common_dtype(query, key)
     if distributed:  # cross-process pairs: contrastkit.engine.distributed
         from contrastkit.engine import distributed as dist_engine
 

@@ -79,6 +79,8 @@ class InfoNCE(nn.Module):
         self.variant = check_choice("variant", variant, VARIANTS)
         self.decoupled = bool(decoupled)
         self.margin = float(margin)
+        if not math.isfinite(self.margin):
+            raise ValueError(f"margin must be finite, got {margin}")
         self.engine = check_choice("engine", engine, ENGINE_NAMES)
 
     @property
@@ -120,6 +122,7 @@ class InfoNCE(nn.Module):
         return (
             f"symmetric={self.symmetric}, similarity={self.similarity!r}, "
             f"variant={self.variant!r}, decoupled={self.decoupled}, margin={self.margin}"
+            + (f", engine={self.engine!r}" if self.engine != "auto" else "")
             + (", distributed=True" if self.distributed else "")
         )
 
@@ -156,6 +159,13 @@ class NTXent(nn.Module):
             similarity=self.similarity,
             engine=self.engine,
             distributed=self.distributed,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"similarity={self.similarity!r}"
+            + (f", engine={self.engine!r}" if self.engine != "auto" else "")
+            + (", distributed=True" if self.distributed else "")
         )
 
 
@@ -198,6 +208,13 @@ class SupCon(nn.Module):
             distributed=self.distributed,
         )
 
+    def extra_repr(self) -> str:
+        return (
+            f"variant={self.variant!r}, similarity={self.similarity!r}"
+            + (f", engine={self.engine!r}" if self.engine != "auto" else "")
+            + (", distributed=True" if self.distributed else "")
+        )
+
 
 class SigLIP(nn.Module):
     r"""Pairwise sigmoid loss with learnable scale and bias; see
@@ -227,8 +244,10 @@ class SigLIP(nn.Module):
         distributed: bool = False,
     ) -> None:
         super().__init__()
-        if not init_scale > 0:
-            raise ValueError(f"init_scale must be > 0, got {init_scale}")
+        if not 0 < init_scale < math.inf:
+            raise ValueError(f"init_scale must be a finite number > 0, got {init_scale}")
+        if not math.isfinite(init_bias):
+            raise ValueError(f"init_bias must be finite, got {init_bias}")
         log_scale = torch.tensor(math.log(init_scale))
         bias = torch.tensor(float(init_bias))
         if learnable:
@@ -263,6 +282,15 @@ class SigLIP(nn.Module):
             similarity=self.similarity,
             engine=self.engine,
             distributed=self.distributed,
+        )
+
+    def extra_repr(self) -> str:
+        scale, bias = float(self.log_scale.detach().exp()), float(self.bias.detach())
+        return (
+            f"scale={scale:.4g}, bias={bias:.4g}, "
+            f"learnable={isinstance(self.log_scale, nn.Parameter)}, similarity={self.similarity!r}"
+            + (f", engine={self.engine!r}" if self.engine != "auto" else "")
+            + (", distributed=True" if self.distributed else "")
         )
 
 

@@ -82,6 +82,8 @@ class Pairing:
     ) -> Pairing:
         """Query ``i`` and key ``j`` are positives iff their labels are equal."""
         query_labels = check_tensor("labels", query_labels)
+        n = query_labels.shape[0] if query_labels.dim() == 1 else 0
+        query_labels = check_labels("labels", query_labels, n, query_labels.device)
         key_labels = query_labels if key_labels is None else key_labels
         key_labels = check_labels("key_labels", key_labels, len(key_labels), query_labels.device)
         if exclude_self and len(key_labels) != len(query_labels):

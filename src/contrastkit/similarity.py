@@ -12,7 +12,9 @@ Logits are ``s(q, k) / temperature``. A learnable temperature is stored as a log
 
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,16 @@ SIMILARITIES = ("cosine", "dot", "neg_sq_euclidean")
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for half/bfloat16/float32 inputs, float64 for float64: the accumulation type."""
     return torch.promote_types(dtype, torch.float32)
+
+
+def no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """A region where ``torch.autocast`` on ``device`` is off, so that the float32 accumulation of
+    the losses (logits, log-sum-exps) is not cast down to bfloat16/float16 by an enclosing
+    ``torch.autocast``; low-precision inputs are still cast up by :func:`prepare`."""
+    try:
+        return torch.autocast(device.type, enabled=False)
+    except RuntimeError:  # a device type without autocast (meta, ...): nothing to turn off
+        return contextlib.nullcontext()
 
 
 def prepare(x: Tensor, similarity: str) -> Tensor:
@@ -165,12 +177,31 @@ class ClassPairGates(nn.Module):
         return torch.sigmoid(self.weight[self.pair_index(class_a.long(), class_b.long())])
 
 
+class _ClampMax(torch.autograd.Function):
+    """``min(x, cap)`` whose gradient above the cap is kept when it points back below the cap
+    (gradient descent lowers ``x``: a positive gradient) and zeroed when it points further up,
+    so that a clamped parameter is never stuck above its cap."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, cap: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.cap = cap
+        return x.clamp(max=cap)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return grad.masked_fill((x > ctx.cap) & (grad < 0), 0.0), None
+
+
 class LogitScale(nn.Module):
     """A temperature, fixed or learnable, exposed as the logit scale ``1 / temperature``.
 
     Learnable: the parameter is ``log(1/temperature)`` (CLIP, Radford et al. 2021) and the scale
     used is ``exp(min(logit_scale, log(max_scale)))``, so that the clamp never lets logits grow
-    past ``max_scale`` times the similarity.
+    past ``max_scale`` times the similarity.  Above the cap the parameter still receives the
+    gradients that would bring it back under it (CLIP clamps the parameter after each step to the
+    same effect); those that would push it further up are zeroed.
 
     Example:
         >>> ls = LogitScale(0.07, learnable=True)
@@ -184,8 +215,9 @@ class LogitScale(nn.Module):
         self, temperature: float = 0.07, learnable: bool = False, max_scale: float = 100.0
     ):
         super().__init__()
-        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
-            raise TypeError(f"temperature must be a float, got {type(temperature).__name__}")
+        for name, value in (("temperature", temperature), ("max_scale", max_scale)):
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise TypeError(f"{name} must be a float, got {type(value).__name__}")
         if not temperature > 0 or math.isinf(temperature):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
         if not max_scale > 0:
@@ -199,7 +231,7 @@ class LogitScale(nn.Module):
     def forward(self) -> float | Tensor:
         """The current scale: a python float when fixed, a differentiable scalar when learnable."""
         if self.learnable:
-            return self.logit_scale.clamp(max=math.log(self.max_scale)).exp()
+            return _ClampMax.apply(self.logit_scale, math.log(self.max_scale)).exp()
         return self._fixed_scale
 
     @property

@@ -13,7 +13,12 @@ from torch import Tensor
 from contrastkit.objectives.infonce import InfoNCESpec, apply_margin, infonce_row_losses
 from contrastkit.objectives.sigmoid import sigmoid_row_sums
 from contrastkit.pairing import Pairing
-from contrastkit.similarity import pairwise_similarity, prepare, rowwise_similarity
+from contrastkit.similarity import (
+    no_autocast,
+    pairwise_similarity,
+    prepare,
+    rowwise_similarity,
+)
 
 
 def extra_negative_logits(
@@ -71,27 +76,32 @@ def infonce_rows(
     shared_negatives: Tensor | None = None,
     both_directions: bool = False,
 ) -> list[tuple[Tensor, Tensor]]:
-    q = prepare(query, spec.similarity)
-    k = prepare(key, spec.similarity)
-    extra = extra_negative_logits(q, negatives, shared_negatives, scale, spec.similarity)
-    plain = pairing.exclude is None and not (pairing.exclude_self or spec.decoupled or spec.margin)
-    if pairing.kind == "diagonal" and plain:
-        # row i's positive is column offset + i (a block of the rows of a global batch: offset)
-        offset = getattr(pairing, "diagonal_offset", 0)
-        logits = _scaled_logits(q, k, scale, spec.similarity)
-        out = [_diagonal_row_losses(logits, extra, offset)]
+    with no_autocast(query.device):  # float32 logits under torch.autocast too
+        q = prepare(query, spec.similarity)
+        k = prepare(key, spec.similarity)
+        extra = extra_negative_logits(q, negatives, shared_negatives, scale, spec.similarity)
+        plain = pairing.exclude is None and not (
+            pairing.exclude_self or spec.decoupled or spec.margin
+        )
+        if pairing.kind == "diagonal" and plain:
+            # row i's positive is column offset + i (a block of the rows of a global batch: offset)
+            offset = getattr(pairing, "diagonal_offset", 0)
+            logits = _scaled_logits(q, k, scale, spec.similarity)
+            out = [_diagonal_row_losses(logits, extra, offset)]
+            if both_directions:
+                out.append(_diagonal_row_losses(logits.T, None, -offset))
+            return out
+        sim = pairwise_similarity(q, k, spec.similarity)
+        weights, exclude = pairing.dense(dtype=sim.dtype)
+        logits = apply_margin(sim, weights, scale, spec.margin)
+        out = [infonce_row_losses(logits, weights, exclude, extra, spec.variant, spec.decoupled)]
         if both_directions:
-            out.append(_diagonal_row_losses(logits.T, None, -offset))
+            ex_t = None if exclude is None else exclude.T
+            reverse = infonce_row_losses(
+                logits.T, weights.T, ex_t, None, spec.variant, spec.decoupled
+            )
+            out.append(reverse)
         return out
-    sim = pairwise_similarity(q, k, spec.similarity)
-    weights, exclude = pairing.dense(dtype=sim.dtype)
-    logits = apply_margin(sim, weights, scale, spec.margin)
-    out = [infonce_row_losses(logits, weights, exclude, extra, spec.variant, spec.decoupled)]
-    if both_directions:
-        ex_t = None if exclude is None else exclude.T
-        reverse = infonce_row_losses(logits.T, weights.T, ex_t, None, spec.variant, spec.decoupled)
-        out.append(reverse)
-    return out
 
 
 def sigmoid_rows(
@@ -102,8 +112,9 @@ def sigmoid_rows(
     bias: float | Tensor,
     similarity: str,
 ) -> Tensor:
-    q = prepare(query, similarity)
-    k = prepare(key, similarity)
-    sim = pairwise_similarity(q, k, similarity)
-    targets, exclude = pairing.dense(dtype=sim.dtype)
-    return sigmoid_row_sums(sim, targets, exclude, scale, bias)
+    with no_autocast(query.device):
+        q = prepare(query, similarity)
+        k = prepare(key, similarity)
+        sim = pairwise_similarity(q, k, similarity)
+        targets, exclude = pairing.dense(dtype=sim.dtype)
+        return sigmoid_row_sums(sim, targets, exclude, scale, bias)

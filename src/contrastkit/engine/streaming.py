@@ -54,7 +54,12 @@ from torch import Tensor
 
 from contrastkit.objectives.infonce import InfoNCESpec, masked_fill_value
 from contrastkit.pairing import Pairing
-from contrastkit.similarity import pairwise_similarity, prepare, rowwise_similarity
+from contrastkit.similarity import (
+    no_autocast,
+    pairwise_similarity,
+    prepare,
+    rowwise_similarity,
+)
 
 #: Rows (and columns) per tile on a CPU; ``tile^2`` logits live at a time (16 MiB in float32).
 #: On 2 cores, B = 8192, D = 256: 2048 runs 1.6x faster than 1024 and 1.1x faster than 4096.
@@ -230,21 +235,22 @@ class _StreamingInfoNCE(torch.autograd.Function):
         if both:
             lse_c, plse_c, sum_w_c = saved[n_r:]
             coef_c = torch.where(torch.isfinite(lse_c), grads[2], 0.0) * scale
-        q_scaled = _scaled(q, scale, spec.similarity)
-        dq = torch.zeros_like(q) if need_q else None
-        dk = torch.zeros_like(k) if need_k else None
-        dscale = torch.zeros((), dtype=q.dtype, device=q.device)
-        coef_rs = coef_r * scale
-        for rs, cs in _tiles(q.shape[0], k.shape[0], tile):
-            t = _Tile(q, k, q_scaled, pairing, rs, cs, scale, spec)
-            pr = None if plse_r is None else plse_r[rs]
-            g = _add_d_logits(None, t, coef_rs[rs], lse_r[rs], pr, sum_w_r[rs], 1)
-            if both:
-                pc = None if plse_c is None else plse_c[cs]
-                g = _add_d_logits(g, t, coef_c[cs], lse_c[cs], pc, sum_w_c[cs], 0)
-            if need_scale:  # sum_ij dLoss/dlogits_ij * logits_ij / scale
-                dscale += torch.dot(g.view(-1), t.logits.reshape(-1))
-            _accumulate_sim_grads(g, q, k, rs, cs, dq, dk, spec.similarity)
+        with no_autocast(q.device):  # recomputed tiles in float32, as in forward
+            q_scaled = _scaled(q, scale, spec.similarity)
+            dq = torch.zeros_like(q) if need_q else None
+            dk = torch.zeros_like(k) if need_k else None
+            dscale = torch.zeros((), dtype=q.dtype, device=q.device)
+            coef_rs = coef_r * scale
+            for rs, cs in _tiles(q.shape[0], k.shape[0], tile):
+                t = _Tile(q, k, q_scaled, pairing, rs, cs, scale, spec)
+                pr = None if plse_r is None else plse_r[rs]
+                g = _add_d_logits(None, t, coef_rs[rs], lse_r[rs], pr, sum_w_r[rs], 1)
+                if both:
+                    pc = None if plse_c is None else plse_c[cs]
+                    g = _add_d_logits(g, t, coef_c[cs], lse_c[cs], pc, sum_w_c[cs], 0)
+                if need_scale:  # sum_ij dLoss/dlogits_ij * logits_ij / scale
+                    dscale += torch.dot(g.view(-1), t.logits.reshape(-1))
+                _accumulate_sim_grads(g, q, k, rs, cs, dq, dk, spec.similarity)
         d_extra = None
         if need_extra:
             d_extra = coef_r * torch.exp(extra_lse - lse_r)
@@ -303,17 +309,18 @@ class _StreamingLSE(torch.autograd.Function):
         similarity, tile = ctx.setup
         q, x, scale, lse = ctx.saved_tensors
         need_q, need_x, need_scale = ctx.needs_input_grad[:3]
-        q_scaled = _scaled(q, scale, similarity)
-        dq = torch.zeros_like(q) if need_q else None
-        dx = torch.zeros_like(x) if need_x else None
-        dscale = torch.zeros((), dtype=q.dtype, device=q.device)
-        coef = grad * scale
-        for rs, cs in _tiles(q.shape[0], x.shape[0], tile):
-            logits = _logits(q, x, q_scaled, rs, cs, scale, similarity)
-            g = torch.exp(logits - lse[rs, None]).mul_(coef[rs, None])
-            if need_scale:
-                dscale += torch.dot(g.view(-1), logits.view(-1))
-            _accumulate_sim_grads(g, q, x, rs, cs, dq, dx, similarity)
+        with no_autocast(q.device):
+            q_scaled = _scaled(q, scale, similarity)
+            dq = torch.zeros_like(q) if need_q else None
+            dx = torch.zeros_like(x) if need_x else None
+            dscale = torch.zeros((), dtype=q.dtype, device=q.device)
+            coef = grad * scale
+            for rs, cs in _tiles(q.shape[0], x.shape[0], tile):
+                logits = _logits(q, x, q_scaled, rs, cs, scale, similarity)
+                g = torch.exp(logits - lse[rs, None]).mul_(coef[rs, None])
+                if need_scale:
+                    dscale += torch.dot(g.view(-1), logits.view(-1))
+                _accumulate_sim_grads(g, q, x, rs, cs, dq, dx, similarity)
         d_scale = (dscale / (scale * scale)).to(scale.dtype) if need_scale else None
         return dq, dx, d_scale, None, None
 
@@ -368,10 +375,11 @@ def infonce_rows(
     computed tile by tile (``tile`` defaults to :data:`DEFAULT_TILE`)."""
     tile = _tile_size(tile, query.device)
     _check_constant_weights(pairing)
-    q, k = _prepare_pair(query, key, spec.similarity)
-    scale_t = _as_scalar_tensor(scale, q)
-    extra = _extra_lse(q, negatives, shared_negatives, scale_t, spec.similarity, tile)
-    out = _StreamingInfoNCE.apply(q, k, scale_t, extra, pairing, spec, both_directions, tile)
+    with no_autocast(query.device):  # float32 logits under torch.autocast too
+        q, k = _prepare_pair(query, key, spec.similarity)
+        scale_t = _as_scalar_tensor(scale, q)
+        extra = _extra_lse(q, negatives, shared_negatives, scale_t, spec.similarity, tile)
+        out = _StreamingInfoNCE.apply(q, k, scale_t, extra, pairing, spec, both_directions, tile)
     return [(out[0], out[1])] + ([(out[2], out[3])] if both_directions else [])
 
 
@@ -402,17 +410,18 @@ class _StreamingSigmoid(torch.autograd.Function):
         dk = torch.zeros_like(k) if need_k else None
         dscale = torch.zeros((), dtype=q.dtype, device=q.device)
         dbias = torch.zeros_like(dscale)
-        for rs, cs in _tiles(q.shape[0], k.shape[0], tile):
-            sim = pairwise_similarity(q[rs], k[cs], similarity)
-            y, exclude = pairing.tile(rs.start, rs.stop, cs.start, cs.stop, sim.dtype)
-            g = torch.sigmoid(sim * scale + bias).sub_(y).mul_(grad[rs, None])
-            if exclude is not None:
-                g = g.masked_fill(exclude, 0.0)
-            if need_scale:
-                dscale += torch.dot(g.view(-1), sim.view(-1))
-            if need_bias:
-                dbias += g.sum()
-            _accumulate_sim_grads(g.mul_(scale), q, k, rs, cs, dq, dk, similarity)
+        with no_autocast(q.device):
+            for rs, cs in _tiles(q.shape[0], k.shape[0], tile):
+                sim = pairwise_similarity(q[rs], k[cs], similarity)
+                y, exclude = pairing.tile(rs.start, rs.stop, cs.start, cs.stop, sim.dtype)
+                g = torch.sigmoid(sim * scale + bias).sub_(y).mul_(grad[rs, None])
+                if exclude is not None:
+                    g = g.masked_fill(exclude, 0.0)
+                if need_scale:
+                    dscale += torch.dot(g.view(-1), sim.view(-1))
+                if need_bias:
+                    dbias += g.sum()
+                _accumulate_sim_grads(g.mul_(scale), q, k, rs, cs, dq, dk, similarity)
         d_scale = dscale.to(scale.dtype) if need_scale else None
         d_bias = dbias.to(bias.dtype) if need_bias else None
         return dq, dk, d_scale, d_bias, None, None, None
@@ -432,7 +441,8 @@ def sigmoid_rows(
     computed tile by tile."""
     tile = _tile_size(tile, query.device)
     _check_constant_weights(pairing)
-    q, k = _prepare_pair(query, key, similarity)
-    scale_t = _as_scalar_tensor(scale, q)
-    bias_t = _as_scalar_tensor(bias, q)
-    return _StreamingSigmoid.apply(q, k, scale_t, bias_t, pairing, similarity, tile)
+    with no_autocast(query.device):
+        q, k = _prepare_pair(query, key, similarity)
+        scale_t = _as_scalar_tensor(scale, q)
+        bias_t = _as_scalar_tensor(bias, q)
+        return _StreamingSigmoid.apply(q, k, scale_t, bias_t, pairing, similarity, tile)
