@@ -121,6 +121,13 @@ from contrastkit.pairing import Pairing
             ValueError,
             "^labels must have shape",
         ),
+        (
+            lambda: CF.info_nce(
+                torch.randn(3, 2), torch.randn(3, 2), margin=torch.tensor(0.2, requires_grad=True)
+            ),
+            ValueError,
+            "margin must be a fixed number",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(call, exc, match):

@@ -167,6 +167,32 @@ def test_world_of_one_same_set_and_sigmoid_match_loop_reference(engine):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("engine", ["auto", "streaming"])
+def test_world_of_one_keeps_float32_logits_under_autocast(engine):
+    """An enclosing torch.autocast(bfloat16) must not lower the gathered / ring blocks (nor the
+    extra negatives' logits) to bfloat16: at tau = 0.01 that costs ~1e-3 of the loss."""
+    g = torch.Generator().manual_seed(5)
+    q64 = torch.randn(6, 8, generator=g, dtype=F64)
+    k64 = torch.randn(6, 8, generator=g, dtype=F64)
+    n64 = torch.randn(6, 3, 8, generator=g, dtype=F64)
+    ref = _ref_direction(
+        q64, k64, lambda i, j: float(i == j), lambda i, j: False, 0.01, "out", False, 0.0,
+        lambda i: list(n64[i]), "cosine",
+    )  # fmt: skip
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = info_nce(
+            q64.float(), k64.float(), negatives=n64.float(), temperature=0.01,
+            distributed=True, engine=engine,
+        )  # fmt: skip
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss.double(), ref, rtol=2e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = siglip(q64.float(), k64.float(), scale=100.0, bias=-10.0, distributed=True,
+                      engine=engine)  # fmt: skip
+    ref = _ref_sigmoid(q64, k64, lambda i, j: float(i == j), 100.0, -10.0, "cosine")
+    torch.testing.assert_close(loss.double(), ref, rtol=2e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("variant", ["out", "in"])
 def test_ring_gradcheck(variant):
     g = torch.Generator().manual_seed(0)

@@ -191,6 +191,8 @@ def info_nce(
         margin: additive margin :math:`m` subtracted from positive similarities (AM-softmax).
         reduction: ``"mean"`` (over rows with a positive), ``"sum"``, or ``"none"`` for the
             per-row losses (``(B,)``, or ``(B + N,)`` when symmetric; rows with no positive give 0).
+            Symmetric: the average of the two directions' means (or sums), so ``"sum"`` is half
+            the sum of the ``"none"`` rows.
         engine: ``"auto"``, ``"dense"``, ``"streaming"`` or ``"fused"``.
         distributed: contrast with the keys of every process of ``torch.distributed``: the
             inputs are this rank's rows of the global batch (``positives``/``exclude`` are
@@ -218,6 +220,12 @@ def info_nce(
     check_choice("variant", variant, VARIANTS)
     check_choice("reduction", reduction, REDUCTIONS)
     check_finite_scalar("margin", margin)
+    if isinstance(margin, Tensor) and margin.requires_grad:
+        raise ValueError(
+            "margin must be a fixed number: a margin tensor that requires grad is not "
+            "differentiated (pass float(margin), or margin.detach())"
+        )
+    margin = float(margin)
     scale = _scale_from_temperature(temperature)
     per_query, shared = _split_negatives(negatives, query)
     query, key, per_query, shared = _common_dtype(

@@ -42,7 +42,7 @@ from contrastkit.engine import dense
 from contrastkit.objectives.infonce import InfoNCESpec, apply_margin, masked_fill_value
 from contrastkit.objectives.sigmoid import sigmoid_row_sums
 from contrastkit.pairing import Pairing
-from contrastkit.similarity import pairwise_similarity, prepare
+from contrastkit.similarity import no_autocast, pairwise_similarity, prepare
 
 __all__ = ["info_nce", "siglip"]
 
@@ -199,7 +199,8 @@ def info_nce(
     if ring:
         q = prepare(query, spec.similarity)
         k = q if same_set else prepare(key_local, spec.similarity)
-        extra = dense.extra_negative_logits(q, per_query, shared, scale, spec.similarity)
+        with no_autocast(q.device):
+            extra = dense.extra_negative_logits(q, per_query, shared, scale, spec.similarity)
         plan = _RingPlan(pairing, b_sizes, n_sizes, rank, group, spec=spec, symmetric=symmetric)
         scale_t = scale if isinstance(scale, Tensor) else torch.tensor(scale, dtype=q.dtype)
         scale_t = scale_t.to(device=q.device, dtype=q.dtype)
@@ -403,6 +404,11 @@ class _RingLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, plan, q, k, scale, bias, extra):  # type: ignore[override]
+        with no_autocast(q.device):  # float32 blocks under torch.autocast too
+            return _RingLoss._forward(ctx, plan, q, k, scale, bias, extra)
+
+    @staticmethod
+    def _forward(ctx, plan, q, k, scale, bias, extra):
         ctx.plan = plan
         dim = q.shape[1]
         q_range = _ranges(plan.q_sizes)[plan.rank]
@@ -451,6 +457,11 @@ class _RingLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_q, _gv_q, g_k, _gv_k):  # type: ignore[override]
+        with no_autocast(g_q.device):
+            return _RingLoss._backward(ctx, g_q, _gv_q, g_k, _gv_k)
+
+    @staticmethod
+    def _backward(ctx, g_q, _gv_q, g_k, _gv_k):
         plan = ctx.plan
         q, k, scale, bias, extra = ctx.saved_tensors
         dim = q.shape[1]

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from contrastkit.objectives.infonce import InfoNCESpec
 from contrastkit.pairing import Pairing
-from contrastkit.similarity import prepare, rowwise_similarity
+from contrastkit.similarity import no_autocast, prepare, rowwise_similarity
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 SIMILARITIES = ("cosine", "dot")
@@ -328,9 +328,10 @@ def _extra_lse(
 ) -> Tensor | None:
     parts = []
     if negatives is not None:
-        n = prepare(negatives, similarity)
-        logits = rowwise_similarity(q.float(), n, similarity) * scale.reshape(())
-        parts.append(torch.logsumexp(logits, dim=1))
+        with no_autocast(q.device):  # float32 logits under torch.autocast too
+            n = prepare(negatives, similarity)
+            logits = rowwise_similarity(q.float(), n, similarity) * scale.reshape(())
+            parts.append(torch.logsumexp(logits, dim=1))
     if shared_negatives is not None:
         x = prepare(shared_negatives, similarity).to(shared_negatives.dtype).contiguous()
         dummy = torch.zeros(1, dtype=torch.int64, device=q.device)
