@@ -98,7 +98,53 @@ def test_entries_name_existing_code_and_tests():
                         _resolve(node, names)
                     except AssertionError as e:
                         problems.append(f"{n}: {e}")
+                if isinstance(node, ast.Call):
+                    problems += [f"{n}: {p}" for p in _unknown_keywords(node, names)]
     assert not problems, "\n".join(problems)
+
+
+def _callee(node: ast.AST, names: dict):
+    """The contrastkit object an ``a.b.c`` / ``name`` expression names, else None."""
+    chain = []
+    while isinstance(node, ast.Attribute):
+        chain.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or node.id not in names:
+        return None
+    obj = names[node.id]
+    for attr in reversed(chain):
+        obj = getattr(obj, attr, None)
+        if obj is None:
+            return None
+    return obj if getattr(obj, "__module__", "").startswith("contrastkit") else None
+
+
+def _unknown_keywords(call: ast.Call, names: dict) -> list[str]:
+    """Keyword arguments of a call to contrastkit code that its signature does not take."""
+    import inspect
+
+    obj = _callee(call.func, names)
+    if obj is None or not callable(obj):
+        return []
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return []
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    bad = [kw.arg for kw in call.keywords if kw.arg is not None and kw.arg not in params]
+    name = getattr(obj, "__qualname__", repr(obj))
+    return [f"{name}() takes no keyword {b!r}" for b in bad]
+
+
+def test_keyword_check_catches_a_wrong_argument_name():
+    import contrastkit.functional as F
+
+    names = {"F": F}
+    good = ast.parse("F.info_nce(q, k, temperature=0.1)").body[0].value
+    bad = ast.parse("F.info_nce(q, k, temprature=0.1)").body[0].value
+    assert _unknown_keywords(good, names) == []
+    assert _unknown_keywords(bad, names) == ["info_nce() takes no keyword 'temprature'"]
 
 
 # -- docs/losses.md: the map of contrastkit.losses -----------------------------------------------
