@@ -128,6 +128,8 @@ from contrastkit.pairing import Pairing
             ValueError,
             "margin must be a fixed number",
         ),
+        (lambda: InfoNCE(margin="0.2"), TypeError, "^margin must be a float"),
+        (lambda: SigLIP(init_bias="x"), TypeError, "^init_bias must be a float"),
     ],
 )
 def test_bad_input_is_a_clear_error(call, exc, match):

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit import functional as CF
-from contrastkit._validation import check_choice
+from contrastkit._validation import check_choice, check_finite_scalar, check_positive_scalar
 from contrastkit.engine import ENGINE_NAMES
 from contrastkit.objectives.infonce import VARIANTS
 from contrastkit.similarity import SIMILARITIES, LogitScale
@@ -78,9 +78,8 @@ class InfoNCE(nn.Module):
         self.similarity = check_choice("similarity", similarity, SIMILARITIES)
         self.variant = check_choice("variant", variant, VARIANTS)
         self.decoupled = bool(decoupled)
+        check_finite_scalar("margin", margin)
         self.margin = float(margin)
-        if not math.isfinite(self.margin):
-            raise ValueError(f"margin must be finite, got {margin}")
         self.engine = check_choice("engine", engine, ENGINE_NAMES)
 
     @property
@@ -244,10 +243,8 @@ class SigLIP(nn.Module):
         distributed: bool = False,
     ) -> None:
         super().__init__()
-        if not 0 < init_scale < math.inf:
-            raise ValueError(f"init_scale must be a finite number > 0, got {init_scale}")
-        if not math.isfinite(init_bias):
-            raise ValueError(f"init_bias must be finite, got {init_bias}")
+        check_positive_scalar("init_scale", init_scale)
+        check_finite_scalar("init_bias", init_bias)
         log_scale = torch.tensor(math.log(init_scale))
         bias = torch.tensor(float(init_bias))
         if learnable:
