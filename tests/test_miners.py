@@ -303,6 +303,20 @@ def test_guided_filter_with_several_positives_uses_the_least_similar():
             assert bool(got[i, j]) == (j not in pos and s[i, j] > bound)
 
 
+@pytest.mark.parametrize("strategy,margin", [("absolute", 0.5), ("relative", 1.5)])
+def test_guided_filter_drops_nothing_in_a_row_without_a_positive(strategy, margin):
+    g = rand(4, 6, 4)
+    y, ky = torch.tensor([0, 1, 2, 3, 4, 9]), torch.tensor([0, 1, 2, 3, 4, 5])
+    got = guided_false_negatives(g, g.clone(), labels=y, key_labels=ky, margin=margin,
+                                 strategy=strategy)  # fmt: skip
+    assert not bool(got[5].any())  # label 9 has no positive key: no bound, nothing dropped
+    s = sim(g, g)
+    for i in range(5):  # the other rows: the paper's rule with the row's own positive
+        bound = s[i, i] - margin if strategy == "absolute" else s[i, i] * (1 - margin)
+        for j in range(6):
+            assert bool(got[i, j]) == (j != i and s[i, j] > bound)
+
+
 def test_shared_id_filter_duplicates_and_clusters_across_ranks():
     caption = torch.tensor([10, 11, 10, 12, 13, 11, 14, 10])
     got = shared_id_false_negatives(caption)

@@ -630,7 +630,10 @@ def guided_false_negatives(
                 )
             g_pos = positive_similarity.to(g.dtype)
         bound = g_pos - margin if strategy == "absolute" else g_pos * (1.0 - margin)
-        return (g > bound[:, None]) & ~positive
+        drop = (g > bound[:, None]) & ~positive
+        if positive_similarity is None:  # a row without a positive has no bound: drop nothing
+            drop &= positive.any(dim=1, keepdim=True)
+        return drop
 
 
 def shared_id_false_negatives(
