@@ -162,6 +162,8 @@ def test_bivariate_power_law_recovers_law():
     assert law.alpha.tolist() == pytest.approx([0.25, 0.4], abs=1e-3)
     assert law.l_inf == pytest.approx(0.9, abs=1e-3)
     assert torch.allclose(law(sizes), y, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"sizes must have shape \(n, 2\) for this law"):
+        law(sizes[:, 0])  # one size column for a law of two
 
 
 def test_power_law_agrees_with_scipy_on_noisy_data():

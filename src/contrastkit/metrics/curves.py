@@ -37,6 +37,10 @@ class PowerLaw:
         """The law at ``sizes`` ``(n,)`` or ``(n, K)``."""
         s = torch.as_tensor(sizes, dtype=torch.float64)
         s = s[:, None] if s.dim() == 1 else s
+        k = self.alpha.numel()
+        if s.dim() != 2 or s.shape[1] != k:
+            want = "(n,) or (n, 1)" if k == 1 else f"(n, {k})"
+            raise ValueError(f"sizes must have shape {want} for this law, got {tuple(s.shape)}")
         return self.beta * torch.exp(-(s.log() * self.alpha).sum(dim=1)) + self.l_inf
 
 
