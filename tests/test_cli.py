@@ -254,6 +254,8 @@ def _bad_cases(root, pairs):
     np.save(root / "nan.npy", np.full((600, 24), np.nan, dtype=np.float32))
     (root / "bad.toml").write_text("epochs = [unclosed")
     (root / "afile").write_text("x")
+    np.save(root / "float_labels.npy", np.linspace(0, 5, 600))
+    (root / "late.toml").write_text('[loss]\nname = "NTXent"\nepochs = 3\n')
     p = ["--recipe", "pairs", "--b", pairs / "b.npy"]
     return {
         "missing file": (p + ["--a", root / "nope.npy"], "does not exist"),
@@ -277,6 +279,17 @@ def _bad_cases(root, pairs):
         "triplet without labels": (["--loss", "tripletloss"], "add --use-labels true"),
         "output under a file": (["--out", root / "afile" / "run"], "not writable"),
         "resume without run": (["--resume", root / "nothing"], "cannot resume"),
+        "non-integer labels": (
+            p + ["--a", pairs / "a.npy", "--labels", root / "float_labels.npy"],
+            "must hold integer classes",
+        ),
+        "fused engine on the cpu": (["--engine", "fused", "--device", "cpu"], "needs a CUDA GPU"),
+        "negative weight decay": (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
+        "negative warm-up": (["--warmup-epochs", "-1"], "--warmup-epochs must be >= 0"),
+        "infinite lr": (["--lr", "inf"], "--lr must be a finite number"),
+        "nan augmentation": (["--rotate", "nan"], "--rotate must be a finite number"),
+        "run setting under [loss]": (["--config", root / "late.toml"], "above the [loss] table"),
+        "output is a file": (["--out", root / "afile"], "is a file"),
     }
 
 
@@ -330,6 +343,39 @@ def test_progress_bar_and_plain_fallback(tmp_path, capsys, monkeypatch):
     assert "samples/s" in lines[0] and "eta" in lines[0] and "loss" in lines[0]
 
 
+def test_progress_auto_prints_lines_not_bars_when_not_a_terminal(tmp_path, capsys):
+    """A log file or a pipe gets one line per epoch, not tqdm's carriage-return redraws."""
+    pytest.importorskip("tqdm")
+    cmd = "train --max-steps 2 --batch-size 32 --width 8 --hidden-dim 32 --embed-dim 16"
+    code, _, err = run(capsys, f"{cmd} --plots false --progress auto --out {tmp_path}/r")
+    assert code == 0 and "\r" not in err and "step/s" not in err
+    assert [ln for ln in err.splitlines() if ln.startswith("epoch ")] == [
+        ln for ln in err.splitlines() if ln.strip()
+    ]
+
+
+def test_resumed_run_reports_the_whole_runs_training_time(tmp_path, capsys):
+    assert run(capsys, f"train --max-steps 2 --batch-size 32 {QUIET} --out {tmp_path}/r")[0] == 0
+    first = metrics_of(tmp_path / "r")
+    assert run(capsys, f"train --resume {tmp_path}/r --progress none")[0] == 0  # finished: no-op
+    again = metrics_of(tmp_path / "r")
+    # the time of the finished run, not the 0 s of this invocation
+    assert again["train_seconds"] > 0.5 * first["train_seconds"] > 0
+    assert again["samples_per_second"] > 0
+    assert run(capsys, f"train --resume {tmp_path}/r --max-steps 3 --progress none")[0] == 0
+    assert metrics_of(tmp_path / "r")["train_seconds"] > again["train_seconds"]
+
+
+def test_pairs_run_folder_works_from_another_directory(tmp_path, capsys, monkeypatch, pairs_files):
+    monkeypatch.chdir(pairs_files)
+    cmd = f"train --recipe pairs --a a.npy --b b.npy --labels y.npy --max-steps 1 {QUIET}"
+    assert run(capsys, f"{cmd} --out {tmp_path}/r")[0] == 0
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "eval r")
+    assert code == 0 and "kNN accuracy" in out, err
+    assert run(capsys, "train --resume r --max-steps 2 --progress none")[0] == 0
+
+
 # -- eval, bench, recipes ---------------------------------------------------------------------
 
 
@@ -343,6 +389,63 @@ def test_eval_of_a_run_folder_and_of_saved_embeddings(tmp_path, capsys, pairs_fi
     assert code == 0 and "recall@1" in out and "100.00%" in out
     code, _, err = run(capsys, f"eval --embeddings {d}/a.npy --other {d}/b.npy")
     assert code == 2 and "different sizes" in err
+
+
+def test_eval_refuses_bad_flags_with_one_line(tmp_path, capsys, pairs_files):
+    d = pairs_files
+    np.save(tmp_path / "yf.npy", np.linspace(0, 5, 600))
+    emb = f"eval --embeddings {d}/a.npy --labels {d}/y.npy"
+    cases = {
+        f"{emb} --knn-k 0": "--knn-k must be >= 1",
+        f"{emb} --test-fraction 1.5": "--test-fraction must lie in (0, 1)",
+        f"{emb} --json {tmp_path}/no/m.json": "cannot write --json",
+        f"eval {tmp_path}/run --embeddings {d}/a.npy": "not both",
+        f"eval --embeddings {d}/a.npy --labels {tmp_path}/yf.npy": "must hold integer classes",
+    }
+    for command, expected in cases.items():
+        code, out, err = run(capsys, command)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and expected in lines[0], (command, err)
+
+
+def test_bench_refuses_bad_sizes_and_reports_failing_rows_on_cuda(tmp_path, capsys, monkeypatch):
+    from contrastkit.cli import _bench
+
+    code, _, err = run(capsys, "bench --repeats 0")
+    assert code == 2 and err == "contrastkit: error: --repeats must be >= 1, got 0\n"
+    assert run(capsys, "bench --dim 0")[0] == 2
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x").write_text("x")
+    code, _, err = run(capsys, f"bench --out {tmp_path}/b")
+    assert code == 2 and "--resume" not in err
+
+    def fails(spec):
+        raise ValueError("this loss needs labels")
+
+    monkeypatch.setattr(_bench, "measure", fails)  # the in-process CUDA path, without a GPU
+    rows = _bench.run_bench(["dense"], [8], 4, "infonce", "cuda", 1)
+    assert rows[0]["ms"] is None and rows[0]["error"] == "ValueError: this loss needs labels"
+
+
+def test_closed_stdout_is_not_a_traceback(tmp_path, monkeypatch):
+    """`contrastkit recipes | head -1`: the reader leaves early."""
+    import io
+    import os
+
+    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return fd
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    try:
+        assert main(["recipes"]) == 1
+    finally:
+        os.close(fd)
 
 
 def test_bench_table_json_and_plot(tmp_path, capsys):

@@ -106,6 +106,9 @@ def run_bench(
                 except torch.cuda.OutOfMemoryError:
                     rows.append({**spec, "ms": None, "peak_mib": None, "error": "out of memory"})
                     torch.cuda.empty_cache()
+                except Exception as e:  # a row that fails, as its subprocess would on the CPU
+                    error = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+                    rows.append({**spec, "ms": None, "peak_mib": None, "error": error})
                 continue
             proc = subprocess.run(
                 [sys.executable, "-m", "contrastkit.cli._bench", json.dumps(spec)],

@@ -132,6 +132,10 @@ def load_matrix(path: str, what: str) -> Tensor:
     if arr.dtype.kind not in "fiu":
         raise CLIError(f"{what} file {path} must hold numbers, got dtype {arr.dtype}")
     if arr.ndim == 1 and what == "labels":
+        if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+            raise CLIError(
+                f"labels file {path} must hold integer classes, got non-integer {arr.dtype} values"
+            )
         return torch.from_numpy(arr.astype(np.int64))
     if arr.ndim != 2 or arr.shape[0] < 2 or arr.shape[1] < 1:
         raise CLIError(

@@ -3,6 +3,7 @@ progress, checkpoints (``--resume``, Ctrl-C) and the run folder."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -67,16 +68,19 @@ def learning_rate(cfg: RunConfig, step: int, total: int, steps_per_epoch: int) -
 
 
 class Progress:
-    """One bar per epoch (tqdm: loss, samples/s, ETA), or one plain line per epoch."""
+    """One bar per epoch (tqdm: loss, samples/s, ETA), or one plain line per epoch; ``auto``
+    draws bars only on a terminal (a log file or a pipe gets the plain lines)."""
 
     def __init__(self, mode: str, total_steps: int, steps_per_epoch: int, epochs: int) -> None:
         if mode == "auto":
-            try:
-                import tqdm  # noqa: F401
+            mode = "plain"
+            if sys.stderr.isatty():
+                try:
+                    import tqdm  # noqa: F401
 
-                mode = "bar"
-            except ImportError:
-                mode = "plain"
+                    mode = "bar"
+                except ImportError:
+                    pass
         self.mode = mode
         self.total, self.spe, self.epochs = total_steps, steps_per_epoch, epochs
         self.bar = None
@@ -158,6 +162,7 @@ def save_checkpoint(path: Path, task: Task, opt: torch.optim.Optimizer, state: d
     payload = {
         "step": state["step"],
         "history": state["history"],
+        "train_seconds": state["seconds"],
         "modules": task.modules.state_dict(),
         "optimizer": opt.state_dict(),
         "config": as_dict(task.cfg),
@@ -226,11 +231,18 @@ def train(
     _dist.broadcast_module(task.modules, ctx)
     params = [p for p in task.modules.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = {"step": 0, "history": {"loss": [], "geometry": []}}
+    state = {"step": 0, "history": {"loss": [], "geometry": []}, "seconds": 0.0}
+    timed_from = 0  # the first step that state["seconds"] covers
     if resume is not None:
         task.modules.load_state_dict(resume["modules"])
         opt.load_state_dict(resume["optimizer"])
-        state = {"step": int(resume["step"]), "history": resume["history"]}
+        state = {
+            "step": int(resume["step"]),
+            "history": resume["history"],
+            "seconds": float(resume.get("train_seconds", 0.0)),
+        }
+        if "train_seconds" not in resume:  # a checkpoint of an older version
+            timed_from = state["step"]
     batch_size = min(cfg.batch_size, task.num_train)
     batch_size -= batch_size % ctx.world_size
     if batch_size < 2:
@@ -242,7 +254,7 @@ def train(
     progress = Progress(progress_mode if ctx.is_main else "none", stop, spe, cfg.epochs)
     interrupted = False
     t_start = time.perf_counter()
-    start_step = state["step"]
+    seconds_before = state["seconds"]
     order, order_epoch = None, -1
     with StopFlag() as flag:
         step = state["step"]
@@ -275,15 +287,18 @@ def train(
                 state["history"]["geometry"].append([step, *task.geometry()])
                 progress.end_epoch(epoch, stop - step)
                 if run_dir is not None:
+                    state["seconds"] = seconds_before + time.perf_counter() - t_start
                     save_checkpoint(run_dir / CHECKPOINT, task, opt, state)
             if flag.stop:
                 interrupted = True
                 break
         if interrupted and run_dir is not None:
             progress.end_epoch(step // spe, stop - step)
+            state["seconds"] = seconds_before + time.perf_counter() - t_start
             save_checkpoint(run_dir / CHECKPOINT, task, opt, state)
-    seconds = time.perf_counter() - t_start
-    steps_run = state["step"] - start_step
+    # the whole run's training time, over every --resume (not only this invocation's part)
+    seconds = seconds_before + time.perf_counter() - t_start
+    steps_run = state["step"] - timed_from
     return {
         "steps": state["step"],
         "total_steps": total,
@@ -297,9 +312,12 @@ def train(
 
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
+    """``config.toml``, with the data files as absolute paths so that ``--resume``, ``eval`` and
+    ``--config`` find them from any working directory."""
+    files = {k: str(Path(v).absolute()) for k in ("a", "b", "labels") if (v := getattr(cfg, k))}
     (run_dir / "config.toml").write_text(
         "# The resolved configuration of this run: `contrastkit train --config config.toml`\n"
-        + to_toml(cfg)
+        + to_toml(dataclasses.replace(cfg, **files))
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -187,8 +188,15 @@ def validate(cfg: RunConfig) -> None:
     for key in ("max_steps", "grad_cache_chunk", "hidden_dim", "threads", "queue_size"):
         if getattr(cfg, key) < 0:
             raise CLIError(f"--{key.replace('_', '-')} must be >= 0, got {getattr(cfg, key)}")
+    for key, f in FIELDS.items():
+        value = getattr(cfg, key)
+        if f.type == "float" and not math.isfinite(value):
+            raise CLIError(f"--{key.replace('_', '-')} must be a finite number, got {value}")
     if not cfg.lr > 0:
         raise CLIError(f"--lr must be > 0, got {cfg.lr}")
+    for key in ("weight_decay", "warmup_epochs"):
+        if getattr(cfg, key) < 0:
+            raise CLIError(f"--{key.replace('_', '-')} must be >= 0, got {getattr(cfg, key)}")
     if not 0 < cfg.test_fraction < 1:
         raise CLIError(f"--test-fraction must lie in (0, 1), got {cfg.test_fraction}")
     if not 0 <= cfg.momentum < 1:
@@ -250,13 +258,22 @@ def loss_parameters(cls: type) -> dict[str, inspect.Parameter]:
     }
 
 
+def _no_argument(cls: type, key: str, params: dict) -> CLIError:
+    hint = (
+        f" ({key} is a run setting: in a TOML file, put it above the [loss] table)"
+        if key in FIELDS
+        else ""
+    )
+    return CLIError(
+        f"{cls.__name__} has no argument {key!r}; it takes: {', '.join(params) or 'none'}{hint}"
+    )
+
+
 def parse_loss_arg(cls: type, key: str, text: str) -> Any:
     """Convert ``--loss.<key> <text>`` using the constructor's default and annotation."""
     params = loss_parameters(cls)
     if key not in params:
-        raise CLIError(
-            f"{cls.__name__} has no argument {key!r}; it takes: {', '.join(params) or 'none'}"
-        )
+        raise _no_argument(cls, key, params)
     p = params[key]
     ann = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
     default = p.default
@@ -284,9 +301,7 @@ def build_loss(spec: dict[str, Any], engine: str = "auto", distributed: bool = F
     params = loss_parameters(cls)
     for key in kwargs:
         if key not in params:
-            raise CLIError(
-                f"{cls.__name__} has no argument {key!r}; it takes: {', '.join(params) or 'none'}"
-            )
+            raise _no_argument(cls, key, params)
     if "engine" in params and "engine" not in kwargs:
         kwargs["engine"] = engine
     if distributed and "distributed" in params and "distributed" not in kwargs:

@@ -184,7 +184,7 @@ def _nearest_existing(path: Path) -> Path:
     return p
 
 
-def plan_run_dir(out: str | None, recipe: str) -> Path:
+def plan_run_dir(out: str | None, recipe: str, resumable: bool = True) -> Path:
     """Where the run folder goes; checked to be new (or empty) and writable, not created yet."""
     if out:
         path = Path(out)
@@ -194,10 +194,12 @@ def plan_run_dir(out: str | None, recipe: str) -> Path:
         while path.exists():
             n += 1
             path = stem.with_name(f"{stem.name}-{n}")
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"output folder {path} is a file; choose another --out")
+    if path.exists() and any(path.iterdir()):
         raise CLIError(
-            f"output folder {path} exists and is not empty; choose another --out, "
-            f"or continue it with --resume {path}"
+            f"output folder {path} exists and is not empty; choose another --out"
+            + (f", or continue it with --resume {path}" if resumable else "")
         )
     parent = _nearest_existing(path)
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
@@ -219,6 +221,12 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 
     cfg, resume_dir = resolve_config(args, extra)
     device = _device(cfg.device)
+    fused = "fused" in (cfg.engine, cfg.loss.get("engine"))
+    if fused and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise CLIError(
+            f"--engine fused needs a CUDA GPU, and this run is on {device.type}; "
+            "use --engine streaming or auto"
+        )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ctx = _dist.setup(device)
@@ -241,8 +249,8 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
                 task.modules.load_state_dict(resume["modules"])
             except RuntimeError:
                 raise CLIError(
-                    f"the checkpoint in {run_dir} does not match its config.toml; "
-                    "start a new run instead of --resume"
+                    f"the checkpoint in {run_dir} does not match its config.toml and the "
+                    "settings given with --resume; start a new run instead of --resume"
                 ) from None
         created = False
         if ctx.is_main and resume is None:
@@ -310,15 +318,28 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         raise CLIError(f"unknown argument {extra[0]!r}; see `contrastkit eval --help`")
+    if args.run and (args.embeddings or args.labels or args.other):
+        raise CLIError(
+            "pass either a run folder or --embeddings X.npy [--labels/--other], not both"
+        )
+    if args.knn_k < 1:
+        raise CLIError(f"--knn-k must be >= 1, got {args.knn_k}")
+    if not 0 < args.test_fraction < 1:
+        raise CLIError(f"--test-fraction must lie in (0, 1), got {args.test_fraction}")
+    if args.json and not Path(args.json).absolute().parent.is_dir():
+        raise CLIError(f"cannot write --json {args.json}: its folder does not exist")
     if args.run:
         metrics, k = _eval_run(Path(args.run))
     elif args.embeddings:
         metrics, k = _eval_arrays(args), args.knn_k
     else:
         raise CLIError("pass a run folder (contrastkit eval runs/NAME) or --embeddings X.npy")
-    print(format_metrics(metrics, k))
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+        try:
+            Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+        except OSError as e:
+            raise CLIError(f"cannot write --json {args.json}: {e.strerror}") from None
+    print(format_metrics(metrics, k))
     return 0
 
 
@@ -389,9 +410,12 @@ def cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         raise CLIError(f"unknown argument {extra[0]!r}; see `contrastkit bench --help`")
     sizes = _int_list(args.batch_sizes, "--batch-sizes")
+    for flag, value in (("--dim", args.dim), ("--repeats", args.repeats)):
+        if value < 1:
+            raise CLIError(f"{flag} must be >= 1, got {value}")
     device = str(_device(args.device))
     engines = args.engines.split(",") if args.engines else _bench.available_engines(device)
-    out = plan_run_dir(args.out, "bench") if args.out or args.save else None
+    out = plan_run_dir(args.out, "bench", resumable=False) if args.out or args.save else None
     rows = _bench.run_bench(engines, sizes, args.dim, args.loss, device, args.repeats)
     print(f"contrastkit bench: {args.loss}, dim {args.dim}, {device}")
     print(_bench.format_table(rows))
@@ -448,7 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a TOML file (e.g. a run folder's config.toml)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     p.add_argument("--out", help="run folder (default runs/<recipe>-<time>)")
-    p.add_argument("--progress", choices=["auto", "bar", "plain", "none"], default="auto")
+    p.add_argument(
+        "--progress",
+        choices=["auto", "bar", "plain", "none"],
+        default="auto",
+        help="auto: a bar on a terminal, one line per epoch otherwise",
+    )
     p.add_argument(
         "--loss", help="a loss of contrastkit.losses by name; --loss.<arg> VALUE sets its arguments"
     )
@@ -512,6 +541,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as e:
         print(f"contrastkit: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `contrastkit recipes | head`: the reader left, not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's exit flush does not fail again
+        return 1
 
 
 if __name__ == "__main__":
