@@ -454,6 +454,14 @@ def _faults(rank: int, world: int, out: dict) -> None:
     out["positives columns"] = _catch(
         lambda: info_nce(torch.randn(4, 8), torch.randn(4, 8), positives=pos, distributed=True)
     )
+    # all_gather of any tensor: shapes and dtypes are checked first, not crashed on in gloo
+    out["gather feature size"] = _catch(
+        lambda: cdist.all_gather(torch.ones(2, 3 + rank), what="embeddings")
+    )
+    out["gather dtype"] = _catch(
+        lambda: cdist.all_gather(torch.ones(2, 3, dtype=F64 if rank == 1 else torch.float32))
+    )
+    out["gather sizes"] = _catch(lambda: cdist.all_gather(torch.ones(2, 3), sizes=[3] * world))
     # the group is still usable after these errors
     loss = info_nce(
         torch.ones(2, 3, dtype=F64) * (rank + 1), torch.ones(2, 3, dtype=F64), distributed=True
@@ -502,6 +510,14 @@ def _queue(rank: int, world: int, out: dict) -> None:
         )
         pushed += batch
     out["queue state"] = {k: v.clone() for k, v in queue.state_dict().items()}
+    # invalid keys on one rank: the same ValueError on every rank, not a wait for the timeout
+    bad = torch.full((2, 2), float("nan")) if rank == 1 else torch.ones(2, 2)
+    start = time.monotonic()
+    out["queue bad push"] = _catch(lambda: queue(bad, torch.zeros(2, dtype=torch.int64)))
+    out["queue bad push seconds"] = time.monotonic() - start
+    out["queue unchanged"] = all(
+        torch.equal(v, out["queue state"][k]) for k, v in queue.state_dict().items()
+    )
 
 
 def _two(rank: int, world: int, out: dict) -> None:
@@ -562,6 +578,14 @@ def test_distributed_queue_same_on_every_rank(two_ranks):
             assert torch.equal(value, two_ranks[0]["queue state"][name])
 
 
+def test_invalid_queue_push_on_one_rank_raises_on_every_rank(two_ranks):
+    for res in two_ranks:
+        msg = res["queue bad push"]
+        assert "ValueError" in msg and "rank 1: ValueError: keys contains NaN" in msg, msg
+        assert res["queue bad push seconds"] < 10.0  # not the 60 s timeout
+        assert res["queue unchanged"]
+
+
 def test_ddp_two_steps_equal_one_process(two_ranks):
     for res in two_ranks:
         assert res["ddp"]["moved"] > 1e-2  # the steps did change the weights
@@ -586,6 +610,17 @@ def test_mismatches_raise_on_every_rank(two_ranks):
         )
         assert "ValueError" in res["local error"] and "rank 1: labels" in res["local error"]
         assert "ValueError" in res["positives columns"] and "rank 0" in res["positives columns"]
+        assert res["usable after errors"] == two_ranks[0]["usable after errors"]
+
+
+def test_all_gather_mismatches_raise_on_every_rank(two_ranks):
+    for res in two_ranks:
+        msg = res["gather feature size"]
+        assert "ValueError" in msg and "embeddings differs across ranks" in msg, msg
+        assert "rank 0: shape (2, 3)" in msg and "rank 1: shape (2, 4)" in msg, msg
+        assert "ValueError" in res["gather dtype"] and "float64" in res["gather dtype"]
+        msg = res["gather sizes"]
+        assert "ValueError" in msg and "sizes must hold every rank's row count" in msg, msg
         assert res["usable after errors"] == two_ranks[0]["usable after errors"]
 
 

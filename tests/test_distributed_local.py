@@ -276,5 +276,29 @@ def test_timeout_setting():
             cdist.set_timeout(0)
         with pytest.raises(TypeError, match="seconds must be a number"):
             cdist.set_timeout("10")
+        # an infinite wait is not a timeout (datetime.timedelta cannot hold it): None is
+        with pytest.raises(ValueError, match="seconds must be > 0 and finite"):
+            cdist.set_timeout(math.inf)
+        assert cdist.get_timeout() is None
     finally:
         cdist.set_timeout(old)
+
+
+@pytest.mark.parametrize("engine", ["auto", "streaming"])
+def test_world_of_one_without_finite_checks_gives_zero_like_the_plain_loss(engine):
+    # set_finite_checks(False): a batch without a valid row gives 0 instead of a ValueError,
+    # with distributed=True as without (contrastkit._validation.set_finite_checks).
+    import contrastkit
+
+    q = torch.randn(4, 3, generator=torch.Generator().manual_seed(2), dtype=F64)
+    contrastkit.set_finite_checks(False)
+    try:
+        for reduction in ("mean", "sum"):
+            for symmetric in (False, True):
+                loss = info_nce(
+                    q, labels=torch.arange(4), symmetric=symmetric, reduction=reduction,
+                    distributed=True, engine=engine,
+                )  # fmt: skip
+                assert float(loss) == 0.0, (reduction, symmetric, loss)
+    finally:
+        contrastkit.set_finite_checks(True)

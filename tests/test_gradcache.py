@@ -7,6 +7,8 @@ multi-process case (DDP towers, ``distributed=True`` loss) is in test_distribute
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -169,3 +171,62 @@ def test_argument_errors():
         grad_cache_step(enc, [{"input": x, "other": x[:5]}, x], InfoNCE(), chunk_size=2)
     with pytest.raises(ValueError, match="loss_fn must return a scalar"):
         grad_cache_step(enc, [x, x], lambda a, b: (a * b).sum(1), chunk_size=2)
+
+
+def test_frozen_tower_is_not_replayed_and_gets_its_buffers_updated_once():
+    # LiT: a locked (requires_grad=False) tower; its outputs need no backward, and its BatchNorm
+    # statistics (train mode) move once per chunk, as in the chunked reference.
+    torch.manual_seed(0)
+    towers = [_tower(6), _tower(5, dropout=0.0, norm=True).requires_grad_(False)]
+    ref_towers = [_tower(6), _tower(5, dropout=0.0, norm=True).requires_grad_(False)]
+    for a, b in zip(ref_towers, towers, strict=True):
+        a.load_state_dict(b.state_dict())
+    x, y = torch.randn(10, 6, dtype=F64), torch.randn(10, 5, dtype=F64)
+    loss_fn = InfoNCE(0.2, symmetric=True)
+    ref_loss = _reference(ref_towers, [x, y], loss_fn, 4, seed=5)
+    torch.manual_seed(5)
+    loss = grad_cache_step(towers, [x, y], loss_fn, chunk_size=4)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=0)
+    for (name, p), q in zip(ref_towers[0].named_parameters(), towers[0].parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-10, atol=1e-13, msg=name)
+    assert all(p.grad is None for p in towers[1].parameters())
+    for (name, want), got in zip(
+        ref_towers[1].state_dict().items(), towers[1].state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=0, msg=name)
+
+
+def test_mapping_with_unequal_batch_sizes_raises_even_with_equal_chunk_counts():
+    enc = _tower(4)
+    x = torch.randn(10, 4, dtype=F64)
+    # 10 and 9 rows both make 2 chunks of 5: still not one batch
+    with pytest.raises(ValueError, match=r"inputs\[0\]: every tensor must have the same batch"):
+        grad_cache_step(enc, [{"input": x, "other": x[:9]}, x], InfoNCE(), chunk_size=5)
+    with pytest.raises(TypeError, match=r"inputs\[0\]\['flag'\] must be a Tensor"):
+        grad_cache_step(enc, [{"input": x, "flag": True}, x], InfoNCE(), chunk_size=5)
+
+
+def test_ddp_encoder_synchronises_on_its_last_replayed_chunk():
+    # A DDP-like encoder records whether each graph-building forward ran under no_sync(); the
+    # loss ignores the last input, so the sync must come with the last chunk of the one before.
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _tower(4, dropout=0.0)
+            self.quiet, self.calls = False, []
+
+        @contextlib.contextmanager
+        def no_sync(self):
+            self.quiet = True
+            yield
+            self.quiet = False
+
+        def forward(self, x):
+            if torch.is_grad_enabled():
+                self.calls.append("no_sync" if self.quiet else "sync")
+            return self.net(x)
+
+    enc = Recorder()
+    x, y, z = (torch.randn(6, 4, dtype=F64) for _ in range(3))
+    grad_cache_step(enc, [x, y, z], lambda a, b, c: info_nce(a, b), chunk_size=4)
+    assert enc.calls == ["no_sync", "no_sync", "no_sync", "sync"]

@@ -291,3 +291,19 @@ def test_contaccum_fifo_memory_and_labels():
         ContAccum()(torch.randn(3, 2), torch.randn(4, 2))
     with pytest.raises(ValueError, match="memory_size must be >= 1"):
         ContAccum(0)
+
+
+def test_errors_name_the_argument_for_extra_negatives_and_accumulated_memory():
+    z = torch.randn(5, 4, dtype=F64)
+    with pytest.raises(ValueError, match="past_negatives: 5"):
+        sycon_loss(
+            z, z, z, negatives=torch.randn(3, 4, dtype=F64), past_negatives=torch.randn(2, 5)
+        )
+    with pytest.raises(ValueError, match="past_negatives must have shape"):
+        sycon_loss(z, z, z, past_negatives=torch.randn(2, 3, 4))
+    for memory_size in (None, 8):
+        acc = ContAccum(memory_size)
+        acc(torch.randn(2, 3), torch.randn(2, 3))
+        with pytest.raises(ValueError, match="4 features but the memory holds 3"):
+            acc(torch.randn(2, 4), torch.randn(2, 4))
+        assert len(acc) == 2  # the failed call stored nothing

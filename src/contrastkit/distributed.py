@@ -31,6 +31,7 @@ Without an initialised process group every function acts as on a world of one pr
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -107,8 +108,10 @@ def set_timeout(seconds: float | None) -> None:
     if seconds is not None:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
             raise TypeError(f"seconds must be a number or None, got {type(seconds).__name__}")
-        if not seconds > 0:
-            raise ValueError(f"seconds must be > 0, got {seconds}")
+        if not (seconds > 0 and math.isfinite(seconds)):
+            raise ValueError(
+                f"seconds must be > 0 and finite, got {seconds} (None: the process group's timeout)"
+            )
     _TIMEOUT = None if seconds is None else float(seconds)
 
 
@@ -244,10 +247,13 @@ def all_gather(
 ) -> Tensor:
     """Concatenate every rank's ``x`` along dim 0, in rank order (row counts may differ).
 
-    ``sizes`` (every rank's row count) saves one collective when known.  When ``x`` requires
-    grad, the backward sums the gradient of the gathered tensor over all ranks and returns each
-    rank its own rows: the exact gradient of the sum of all ranks' uses.  Bool tensors travel as
-    uint8.  Without a process group, returns ``x``.
+    ``sizes`` (every rank's row count) saves one collective when known.  Without it, the ranks
+    first exchange the shapes and dtypes of ``x``: a size of any dimension but the first or a
+    dtype that differs across ranks is a ``ValueError`` on every rank (naming ``what``) instead
+    of a crash in the backend.  When ``x`` requires grad, the backward sums the gradient of the
+    gathered tensor over all ranks and returns each rank its own rows: the exact gradient of the
+    sum of all ranks' uses.  Bool tensors travel as uint8.  Without a process group, returns
+    ``x``.
 
     Example:
         >>> import torch
@@ -256,9 +262,19 @@ def all_gather(
     """
     if not is_initialized() or get_world_size(group) == 1:
         return x
+    if x.dim() == 0:
+        raise ValueError(f"all_gather: {what} must have a batch dimension, got a 0-d tensor")
     if sizes is None:
-        sizes = row_offset(x.shape[0], group=group)[2]
+        meta = x if x.dim() <= _MAX_DIMS else x.flatten(_MAX_DIMS - 1)
+        metas = exchange_meta({what: meta}, same=(what,), group=group, what="all_gather")
+        sizes = [m[what][0][0] for m in metas]  # type: ignore[index]
     sizes = [int(s) for s in sizes]
+    rank, world = get_rank(group), get_world_size(group)
+    if len(sizes) != world or sizes[rank] != x.shape[0]:
+        raise ValueError(
+            f"all_gather: sizes must hold every rank's row count ({world} numbers), with "
+            f"{x.shape[0]} (the rows of {what}) at position {rank} on rank {rank}; got {sizes}"
+        )
     if x.requires_grad and torch.is_grad_enabled():
         return _AllGather.apply(x, sizes, group, what)
     return _gather_rows(x, sizes, group, what)

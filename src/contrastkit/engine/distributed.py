@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from contrastkit import distributed as D
+from contrastkit._validation import finite_checks_enabled
 from contrastkit.engine import dense
 from contrastkit.objectives.infonce import InfoNCESpec, apply_margin, masked_fill_value
 from contrastkit.objectives.sigmoid import sigmoid_row_sums
@@ -109,13 +110,15 @@ def _global_reduce(rows: list[tuple[Tensor, Tensor]], reduction: str, group, wha
         return torch.cat([loss for loss, _ in rows])
     counts = D.all_reduce_sum(torch.stack([v.sum() for _, v in rows]), group=group, what="counts")
     counts = counts.tolist()
-    if min(counts) == 0:  # as the single-process loss: at least one row per direction
+    # As the single-process loss: at least one row per direction, unless the checks are off
+    # (set_finite_checks(False)), where a direction without a valid row contributes 0.
+    if min(counts) == 0 and finite_checks_enabled():
         raise ValueError(
             f"{what}: no row of the global batch has both a positive and a negative: check "
             "labels/positives"
         )
     parts = [
-        loss.sum() / (c if reduction == "mean" else 1)
+        loss.sum() / (max(c, 1) if reduction == "mean" else 1)
         for (loss, _), c in zip(rows, counts, strict=True)
     ]
     local = sum(parts) / len(parts)

@@ -107,6 +107,11 @@ class ContAccum:
         elif labels is not None:
             raise ValueError("labels= given to a ContAccum created without labels=True")
         mem = self.memory()
+        if len(self) > 0 and mem.query.shape[1] != query.shape[1]:
+            raise ValueError(
+                f"query and key have {query.shape[1]} features but the memory holds "
+                f"{mem.query.shape[1]}: every micro-step must have the same feature size"
+            )
         if len(self) > 0:
             dtype = query.dtype
             out = AccumulatedBatch(

@@ -113,19 +113,17 @@ class NegativeQueue(nn.Module):
     def push(self, keys: Tensor, labels: Tensor | None = None) -> None:
         """Enqueue ``keys (B, D)`` (and ``labels (B,)``), detached; with ``distributed=True``
         the keys of every rank, in rank order."""
-        keys = check_embeddings("keys", keys)
-        if keys.shape[1] != self.dim:
-            raise ValueError(f"keys must have {self.dim} features, got shape {tuple(keys.shape)}")
-        if self.with_labels:
-            if labels is None:
-                raise ValueError("this queue stores labels: pass labels= with the keys")
-            labels = check_labels("labels", labels, keys.shape[0], keys.device)
-        elif labels is not None:
-            raise ValueError("labels= given to a queue created without labels=True")
-        keys = keys.detach()
+        error = None
+        try:
+            keys, labels = self._check(keys, labels)
+        except (TypeError, ValueError) as err:
+            if not self.distributed:
+                raise
+            error = f"{type(err).__name__}: {err}"  # raised on every rank by exchange_meta
         if self.distributed:
             sizes = [m["keys"][0][0] for m in cdist.exchange_meta(  # type: ignore[index]
-                {"keys": keys, "labels": labels}, same=("keys", "labels"), what="queue push"
+                {"keys": None if error else keys, "labels": None if error else labels},
+                same=("keys", "labels"), error=error, what="queue push",
             )]  # fmt: skip
             keys = cdist.all_gather(keys, sizes, what="queue keys")
             if labels is not None:
@@ -140,6 +138,18 @@ class NegativeQueue(nn.Module):
             self.key_labels[idx] = labels.to(device=self.keys.device, dtype=torch.int64)
         self.ptr.fill_((ptr + n) % self.size)
         self.count.fill_(min(int(self.count) + n, self.size))
+
+    def _check(self, keys: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        keys = check_embeddings("keys", keys)
+        if keys.shape[1] != self.dim:
+            raise ValueError(f"keys must have {self.dim} features, got shape {tuple(keys.shape)}")
+        if self.with_labels:
+            if labels is None:
+                raise ValueError("this queue stores labels: pass labels= with the keys")
+            labels = check_labels("labels", labels, keys.shape[0], keys.device)
+        elif labels is not None:
+            raise ValueError("labels= given to a queue created without labels=True")
+        return keys.detach(), labels
 
     def forward(self, keys: Tensor, labels: Tensor | None = None) -> QueueSnapshot:
         """The contents before this batch, then enqueue the batch (see the class doc)."""

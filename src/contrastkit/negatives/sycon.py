@@ -72,7 +72,11 @@ def sycon_loss(
     ):
         if t.shape[0] != b:
             raise ValueError(f"{name} must have {b} rows like current, got {t.shape[0]}")
-    extra = [t for t in (negatives, past_negatives) if t is not None]
+    extra = []
+    for name, t in (("negatives", negatives), ("past_negatives", past_negatives)):
+        if t is not None:
+            extra.append(check_embeddings(name, t))
+            check_same_dim(("current", name), (current, t))
     shared = torch.cat(extra) if extra else None
     # Keys on each rank: [own-model positives; other model's embeddings].  Sample ids pair query
     # i with its own-model key (in global coordinates when distributed, where every rank's keys

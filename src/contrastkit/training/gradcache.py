@@ -40,12 +40,15 @@ def _split(x: Batch, chunk_size: int, name: str) -> list[Batch]:
     if isinstance(x, Mapping):
         if not x:
             raise ValueError(f"{name} is an empty mapping")
-        parts = {k: v.split(chunk_size) for k, v in x.items()}
-        counts = {len(p) for p in parts.values()}
-        if len(counts) != 1:
-            sizes = {k: v.shape[0] for k, v in x.items()}
+        for k, v in x.items():
+            if not isinstance(v, Tensor) or v.dim() == 0:
+                raise TypeError(f"{name}[{k!r}] must be a Tensor with a batch dimension")
+        sizes = {k: v.shape[0] for k, v in x.items()}
+        if len(set(sizes.values())) != 1:
             raise ValueError(f"{name}: every tensor must have the same batch size, got {sizes}")
-        return [{k: p[i] for k, p in parts.items()} for i in range(counts.pop())]
+        parts = {k: v.split(chunk_size) for k, v in x.items()}
+        n = len(next(iter(parts.values())))
+        return [{k: p[i] for k, p in parts.items()} for i in range(n)]
     raise TypeError(f"{name} must be a Tensor or a mapping of Tensors, got {type(x).__name__}")
 
 
@@ -119,7 +122,9 @@ def grad_cache_step(
         autocast_dtype: run the encoders under ``torch.autocast`` with this dtype (e.g.
             ``torch.bfloat16``); the loss runs outside autocast and accumulates in float32.
         restore_buffers: put the encoders' buffers (BatchNorm running statistics) back after the
-            no-graph pass, so that they are updated once per chunk, by the replay.
+            no-graph pass, so that they are updated once per chunk, by the replay.  Encoders
+            without trainable parameters (a frozen tower, as in LiT) are not replayed: their
+            no-graph pass is their only pass.
 
     Returns:
         The loss, detached.
@@ -171,11 +176,6 @@ def grad_cache_step(
                 with _autocast(part, autocast_dtype):
                     outs.append(_call(enc, part))
             embeddings.append(torch.cat(outs))
-    if restore_buffers:
-        with torch.no_grad():
-            for e, bufs in zip(unique, saved, strict=True):
-                for b, s in zip(e.buffers(), bufs, strict=True):
-                    b.copy_(s)
 
     # 2. the loss on the whole batch of embeddings, and its gradient w.r.t. them.
     reps = [e.detach().requires_grad_() for e in embeddings]
@@ -184,12 +184,32 @@ def grad_cache_step(
         raise ValueError("loss_fn must return a scalar tensor")
     loss.backward()
 
-    # 3. replay each chunk with a graph and back-propagate its cached gradient.
-    last_use = {id(e): (i, len(chunks[i]) - 1) for i, e in enumerate(encoders)}
+    # Inputs to replay: those that reach the loss through an encoder with trainable parameters
+    # (or inputs that require grad); a frozen tower (LiT) is run once, without a graph.
+    replay = [
+        reps[i].grad is not None
+        and (
+            any(p.requires_grad for p in enc.parameters())
+            or any(t.requires_grad for t in _tensors(inputs[i]))
+        )
+        for i, enc in enumerate(encoders)
+    ]
+    if restore_buffers:  # replayed encoders update their buffers in the replay, once per chunk
+        replayed = {id(e) for e, r in zip(encoders, replay, strict=True) if r}
+        with torch.no_grad():
+            for e, bufs in zip(unique, saved, strict=True):
+                if id(e) in replayed:
+                    for b, s in zip(e.buffers(), bufs, strict=True):
+                        b.copy_(s)
+
+    # 3. replay each chunk with a graph and back-propagate its cached gradient; a DDP encoder
+    # synchronises on the last chunk it replays.
+    last_use = {id(e): (i, len(chunks[i]) - 1) for i, e in enumerate(encoders) if replay[i]}
     for i, (enc, parts) in enumerate(zip(encoders, chunks, strict=True)):
-        grad = reps[i].grad
-        if grad is None:  # this input does not reach the loss
+        if not replay[i]:
             continue
+        grad = reps[i].grad
+        assert grad is not None
         offsets = [0]
         for part in parts:
             offsets.append(offsets[-1] + _tensors(part)[0].shape[0])
