@@ -293,7 +293,9 @@ def _bad_cases(root, pairs):
     }
 
 
-def test_bad_input_is_one_line_exit_2_and_no_run_folder(tmp_path, capsys, pairs_files):
+def test_bad_input_is_one_line_exit_2_and_no_run_folder(tmp_path, capsys, pairs_files, monkeypatch):
+    # the fused-engine case: the interpreter flag of the fused tests (same process) must not leak
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     cases = _bad_cases(tmp_path, pairs_files)
     for name, (args, expected) in cases.items():
         out = tmp_path / f"run-{name.replace(' ', '-')}"

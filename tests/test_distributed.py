@@ -462,6 +462,25 @@ def _faults(rank: int, world: int, out: dict) -> None:
         lambda: cdist.all_gather(torch.ones(2, 3, dtype=F64 if rank == 1 else torch.float32))
     )
     out["gather sizes"] = _catch(lambda: cdist.all_gather(torch.ones(2, 3), sizes=[3] * world))
+    # a local validation error (NaN, bad labels) in the functional losses on the last rank: every
+    # rank raises at once, not after the 60 s timeout
+    bad_rank = rank == world - 1
+    x = torch.randn(4, 8)
+    nan = x.clone()
+    nan[1, 2] = float("nan")
+    z = nan if bad_rank else x
+    local_checks = {
+        "info_nce": lambda: info_nce(z, torch.randn(4, 8), distributed=True),
+        "nt_xent": lambda: nt_xent(z, torch.randn(4, 8), distributed=True),
+        "supcon": lambda: supcon(
+            torch.randn(4, 2, 8), torch.arange(3 if bad_rank else 4), distributed=True
+        ),
+        "siglip": lambda: siglip(torch.randn(4, 8), z, distributed=True),
+    }
+    for name, call in local_checks.items():
+        start = time.monotonic()
+        out[f"local {name}"] = _catch(call)
+        out[f"local {name} seconds"] = time.monotonic() - start
     # the group is still usable after these errors
     loss = info_nce(
         torch.ones(2, 3, dtype=F64) * (rank + 1), torch.ones(2, 3, dtype=F64), distributed=True
@@ -611,6 +630,23 @@ def test_mismatches_raise_on_every_rank(two_ranks):
         assert "ValueError" in res["local error"] and "rank 1: labels" in res["local error"]
         assert "ValueError" in res["positives columns"] and "rank 0" in res["positives columns"]
         assert res["usable after errors"] == two_ranks[0]["usable after errors"]
+
+
+def test_local_validation_errors_of_the_losses_raise_on_every_rank(two_ranks):
+    wanted = {
+        "info_nce": "query contains NaN",
+        "nt_xent": "views[0] contains NaN",
+        "supcon": "labels must have shape (4,)",
+        "siglip": "key contains NaN",
+    }
+    for r, res in enumerate(two_ranks):
+        for name, text in wanted.items():
+            msg = res[f"local {name}"]
+            assert "ValueError" in msg and text in msg, (r, name, msg)
+            if r == 0:  # the healthy rank names the rank that failed
+                assert "rank 1: ValueError" in msg, msg
+            assert res[f"local {name} seconds"] < 10.0  # not the 60 s timeout
+    assert two_ranks[0]["usable after errors"] == two_ranks[1]["usable after errors"]
 
 
 def test_all_gather_mismatches_raise_on_every_rank(two_ranks):

@@ -7,6 +7,7 @@ down to 0.01 neither overflow nor underflow.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import torch
@@ -107,6 +108,27 @@ def _scale_from_temperature(temperature: float | Tensor) -> float | Tensor:
         t = temperature.reshape(())
         return 1.0 / t.to(torch.promote_types(t.dtype, torch.float32))
     return 1.0 / float(temperature)
+
+
+def _checks_on_every_rank(loss: str, distributed: bool) -> contextlib.AbstractContextManager:
+    """With ``distributed=True``, a validation error on one rank is raised on every rank (see
+    :func:`contrastkit.engine.distributed.errors_on_every_rank`), not left to the timeout."""
+    if not distributed:
+        return contextlib.nullcontext()
+    from contrastkit.engine import distributed as dist_engine
+
+    return dist_engine.errors_on_every_rank(loss)
+
+
+def _sample_id_offset(distributed: bool) -> int:
+    """Where this rank's sample ids start, so that the rows of other ranks are other samples:
+    ``rank * 2**40`` (no collective, so a local error before the loss's exchange cannot leave
+    the other ranks waiting in a different one)."""
+    if not distributed:
+        return 0
+    from contrastkit.distributed import get_rank
+
+    return get_rank() << 40
 
 
 def _common_dtype(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
@@ -212,27 +234,30 @@ def info_nce(
         >>> loss.shape
         torch.Size([])
     """
-    query = check_embeddings("query", query)
-    same_set = key is None
-    key = query if same_set else check_embeddings("key", key)
-    check_same_dim(("query", "key"), (query, key))
-    check_choice("similarity", similarity, SIMILARITIES)
-    check_choice("variant", variant, VARIANTS)
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_finite_scalar("margin", margin)
-    if isinstance(margin, Tensor) and margin.requires_grad:
-        raise ValueError(
-            "margin must be a fixed number: a margin tensor that requires grad is not "
-            "differentiated (pass float(margin), or margin.detach())"
+    with _checks_on_every_rank("info_nce", distributed):
+        query = check_embeddings("query", query)
+        same_set = key is None
+        key = query if same_set else check_embeddings("key", key)
+        check_same_dim(("query", "key"), (query, key))
+        check_choice("similarity", similarity, SIMILARITIES)
+        check_choice("variant", variant, VARIANTS)
+        check_choice("reduction", reduction, REDUCTIONS)
+        check_finite_scalar("margin", margin)
+        if isinstance(margin, Tensor) and margin.requires_grad:
+            raise ValueError(
+                "margin must be a fixed number: a margin tensor that requires grad is not "
+                "differentiated (pass float(margin), or margin.detach())"
+            )
+        margin = float(margin)
+        scale = _scale_from_temperature(temperature)
+        per_query, shared = _split_negatives(negatives, query)
+        query, key, per_query, shared = _common_dtype(
+            query, None if same_set else key, per_query, shared
         )
-    margin = float(margin)
-    scale = _scale_from_temperature(temperature)
-    per_query, shared = _split_negatives(negatives, query)
-    query, key, per_query, shared = _common_dtype(
-        query, None if same_set else key, per_query, shared
-    )
-    key = query if same_set else key
-    spec = InfoNCESpec(similarity=similarity, variant=variant, decoupled=decoupled, margin=margin)
+        key = query if same_set else key
+        spec = InfoNCESpec(
+            similarity=similarity, variant=variant, decoupled=decoupled, margin=margin
+        )
     if distributed:  # cross-process negatives: contrastkit.engine.distributed
         from contrastkit.engine import distributed as dist_engine
 
@@ -432,20 +457,16 @@ def nt_xent(
         >>> nt_xent(z1, z2, temperature=0.5).shape
         torch.Size([])
     """
-    if len(views) < 2:
-        raise ValueError(f"nt_xent needs at least 2 views, got {len(views)}")
-    views = tuple(check_embeddings(f"views[{i}]", v) for i, v in enumerate(views))
-    n = views[0].shape[0]
-    for i, v in enumerate(views):
-        if v.shape[0] != n:
-            raise ValueError(f"views[{i}] has {v.shape[0]} rows but views[0] has {n}")
-    check_same_dim([f"views[{i}]" for i in range(len(views))], views)
-    offset = 0
-    if distributed:  # global sample ids: rows of other ranks are other samples
-        from contrastkit.distributed import row_offset
-
-        offset = row_offset(n)[0]
-    sample = (offset + torch.arange(n, device=views[0].device)).repeat(2)
+    with _checks_on_every_rank("info_nce", distributed):
+        if len(views) < 2:
+            raise ValueError(f"nt_xent needs at least 2 views, got {len(views)}")
+        views = tuple(check_embeddings(f"views[{i}]", v) for i, v in enumerate(views))
+        n = views[0].shape[0]
+        for i, v in enumerate(views):
+            if v.shape[0] != n:
+                raise ValueError(f"views[{i}] has {v.shape[0]} rows but views[0] has {n}")
+        check_same_dim([f"views[{i}]" for i in range(len(views))], views)
+    sample = (_sample_id_offset(distributed) + torch.arange(n, device=views[0].device)).repeat(2)
     losses = [
         info_nce(
             torch.cat([a, b]),
@@ -497,18 +518,14 @@ def supcon(
         >>> supcon(f, torch.tensor([0, 1, 0, 1, 2, 2, 3, 3])).shape
         torch.Size([])
     """
-    if isinstance(features, Tensor) and features.dim() == 2:
-        features = features[:, None, :]
-    features = check_embeddings("features", features, ndim=3)
-    b, v, _ = features.shape
-    if labels is None:
-        offset = 0
-        if distributed:  # global sample ids
-            from contrastkit.distributed import row_offset
-
-            offset = row_offset(b)[0]
-        labels = offset + torch.arange(b, device=features.device)
-    labels = check_labels("labels", labels, b, features.device)
+    with _checks_on_every_rank("info_nce", distributed):
+        if isinstance(features, Tensor) and features.dim() == 2:
+            features = features[:, None, :]
+        features = check_embeddings("features", features, ndim=3)
+        b, v, _ = features.shape
+        if labels is None:
+            labels = _sample_id_offset(distributed) + torch.arange(b, device=features.device)
+        labels = check_labels("labels", labels, b, features.device)
     z = features.transpose(0, 1).reshape(v * b, -1)
     return info_nce(
         z,
@@ -558,19 +575,20 @@ def siglip(
         >>> siglip(torch.randn(8, 16), torch.randn(8, 16)).shape
         torch.Size([])
     """
-    query = check_embeddings("query", query)
-    key = check_embeddings("key", key)
-    check_same_dim(("query", "key"), (query, key))
-    check_choice("similarity", similarity, SIMILARITIES)
-    check_positive_scalar("scale", scale)
-    check_finite_scalar("bias", bias)
-    if positives is not None:
-        positives = check_tensor("positives", positives)
-        if positives.is_floating_point() and bool((positives > 1).any()):
-            raise ValueError("positives (soft targets) for the sigmoid loss must lie in [0, 1]")
-    scale = scale.reshape(()) if isinstance(scale, Tensor) else float(scale)
-    bias = bias.reshape(()) if isinstance(bias, Tensor) else float(bias)
-    query, key = _common_dtype(query, key)
+    with _checks_on_every_rank("siglip", distributed):
+        query = check_embeddings("query", query)
+        key = check_embeddings("key", key)
+        check_same_dim(("query", "key"), (query, key))
+        check_choice("similarity", similarity, SIMILARITIES)
+        check_positive_scalar("scale", scale)
+        check_finite_scalar("bias", bias)
+        if positives is not None:
+            positives = check_tensor("positives", positives)
+            if positives.is_floating_point() and bool((positives > 1).any()):
+                raise ValueError("positives (soft targets) for the sigmoid loss must lie in [0, 1]")
+        scale = scale.reshape(()) if isinstance(scale, Tensor) else float(scale)
+        bias = bias.reshape(()) if isinstance(bias, Tensor) else float(bias)
+        query, key = _common_dtype(query, key)
     if distributed:  # cross-process pairs: contrastkit.engine.distributed
         from contrastkit.engine import distributed as dist_engine
 

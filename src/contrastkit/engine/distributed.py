@@ -31,6 +31,8 @@ Two ways to see the other ranks' keys:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +87,40 @@ def _ranges(sizes: list[int]) -> list[tuple[int, int]]:
         out.append((start, start + n))
         start += n
     return out
+
+
+#: The inputs each loss exchanges first (their shapes and dtypes), in this order.
+INFONCE_INPUTS = (
+    "query", "key", "labels", "key_labels", "positives", "exclude", "negatives", "shared negatives"
+)  # fmt: skip
+SIGLIP_INPUTS = ("query", "key", "labels", "key_labels", "positives", "exclude")
+
+
+@contextlib.contextmanager
+def errors_on_every_rank(loss: str, group: Any = None) -> Iterator[None]:
+    """Around the local checks of a ``distributed=True`` loss (``"info_nce"`` or ``"siglip"``):
+    a ``TypeError``/``ValueError`` raised in the block on one rank is sent through the input
+    exchange the other ranks are waiting in, so that they raise at once too (naming this rank
+    and the error) instead of waiting for the collective timeout; this rank re-raises it."""
+    try:
+        yield
+    except (TypeError, ValueError) as err:
+        if getattr(err, "_sent_to_every_rank", False):
+            raise
+        err._sent_to_every_rank = True  # type: ignore[attr-defined]
+        if D.is_initialized() and D.get_world_size(group) > 1:
+            names = INFONCE_INPUTS if loss == "info_nce" else SIGLIP_INPUTS
+            message = f"{type(err).__name__}: {err}"
+            try:
+                D.exchange_meta(
+                    dict.fromkeys(names),
+                    error=message,
+                    group=group,
+                    what=f"{loss}(distributed=True)",
+                )
+            except Exception:  # noqa: BLE001 - the exchange raises the error just sent
+                pass
+        raise
 
 
 def _local_error(**checks: tuple[Tensor | None, int]) -> str | None:
@@ -154,18 +190,10 @@ def info_nce(
     b = query.shape[0]
     n = b if same_set else key.shape[0]  # type: ignore[union-attr]
     error = _local_error(labels=(labels, b), key_labels=(key_labels, n))
+    inputs = (query, key, labels, key_labels, positives, exclude, per_query, shared)
     metas = D.exchange_meta(
-        {
-            "query": query,
-            "key": key,
-            "labels": labels,
-            "key_labels": key_labels,
-            "positives": positives,
-            "exclude": exclude,
-            "negatives": per_query,
-            "shared negatives": shared,
-        },
-        same=("query", "key", "labels", "key_labels", "positives", "exclude", "negatives"),
+        dict(zip(INFONCE_INPUTS, inputs, strict=True)),
+        same=INFONCE_INPUTS[:-1],
         error=error,
         group=group,
         what=what,
@@ -242,16 +270,10 @@ def siglip(
     ring = _use_ring(engine)
     b, n = query.shape[0], key.shape[0]
     error = _local_error(labels=(labels, b), key_labels=(key_labels, n))
+    inputs = (query, key, labels, key_labels, positives, exclude)
     metas = D.exchange_meta(
-        {
-            "query": query,
-            "key": key,
-            "labels": labels,
-            "key_labels": key_labels,
-            "positives": positives,
-            "exclude": exclude,
-        },
-        same=("query", "key", "labels", "key_labels", "positives", "exclude"),
+        dict(zip(SIGLIP_INPUTS, inputs, strict=True)),
+        same=SIGLIP_INPUTS,
         error=error,
         group=group,
         what=what,
