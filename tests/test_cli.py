@@ -276,7 +276,7 @@ def _bad_cases(root, pairs):
         "labels for ntxent": (["--use-labels", "true"], "does not take labels"),
         "a loss of logits": (["--loss", "squentropy"], "Squentropy cannot train on two sets"),
         "a loss of scores": (["--loss", "cosentloss"], "CoSENTLoss cannot train on two sets"),
-        "triplet without labels": (["--loss", "tripletloss"], "add --use-labels true"),
+        "triplet without labels": (["--loss", "triplet"], "add --use-labels true"),
         "output under a file": (["--out", root / "afile" / "run"], "not writable"),
         "resume without run": (["--resume", root / "nothing"], "cannot resume"),
         "non-integer labels": (
@@ -427,6 +427,10 @@ def test_bench_refuses_bad_sizes_and_reports_failing_rows_on_cuda(tmp_path, caps
     monkeypatch.setattr(_bench, "measure", fails)  # the in-process CUDA path, without a GPU
     rows = _bench.run_bench(["dense"], [8], 4, "infonce", "cuda", 1)
     assert rows[0]["ms"] is None and rows[0]["error"] == "ValueError: this loss needs labels"
+    # a benchmark whose every row failed exits non-zero after printing its table
+    monkeypatch.setattr(_bench, "run_bench", lambda *a: rows)
+    code, out, err = run(capsys, "bench --engines dense --batch-sizes 8")
+    assert code == 1 and "this loss needs labels" in out and "every row" in err
 
 
 def test_closed_stdout_is_not_a_traceback(tmp_path, monkeypatch):
@@ -491,3 +495,12 @@ def test_loss_probe_checks_the_call_not_the_engine():
         check_loss_call(Squentropy(), with_labels=False)
     with pytest.raises(CLIError, match="ISogCLR cannot train"):  # needs per-sample indices
         check_loss_call(ISogCLR(num_samples=10), with_labels=False)
+
+
+def test_loss_names_may_leave_out_the_loss_suffix():
+    from contrastkit.cli.config import resolve_loss_class
+    from contrastkit.losses import CircleLoss, InfoNCE, TripletLoss
+
+    assert resolve_loss_class("triplet") is TripletLoss
+    assert resolve_loss_class("Circle_Loss") is CircleLoss
+    assert resolve_loss_class("info-nce") is InfoNCE

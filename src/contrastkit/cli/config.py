@@ -241,8 +241,11 @@ def loss_classes() -> dict[str, type]:
 
 
 def resolve_loss_class(name: str) -> type:
+    """A loss class by name, case, ``-`` and ``_`` ignored; the ``Loss`` suffix may be left out
+    (``triplet`` is ``TripletLoss``)."""
     classes = loss_classes()
-    cls = classes.get(_canonical(name))
+    key = _canonical(name)
+    cls = classes.get(key) or classes.get(key + "loss")
     if cls is None:
         known = ", ".join(sorted(c.__name__ for c in classes.values()))
         raise CLIError(f"unknown loss {name!r}; choose one of {known}")

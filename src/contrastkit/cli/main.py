@@ -424,6 +424,11 @@ def cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
         (out / "bench.json").write_text(json.dumps(rows, indent=2) + "\n")
         png = _plots.save_bench_plot(out / "bench.png", rows)
         print(f"results: {out / 'bench.json'}" + (f", plot: {png}" if png else ""))
+    if rows and all(r.get("error") for r in rows):
+        print(
+            "contrastkit: error: every row of the benchmark failed (see the table)", file=sys.stderr
+        )
+        return 1
     return 0
 
 
