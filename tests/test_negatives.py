@@ -180,6 +180,23 @@ def test_momentum_update_formula_and_no_graph():
         momentum_update_(nn.Linear(3, 4), online, 0.5)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's import
+def test_momentum_update_through_torch_compile_and_into_another_dtype():
+    torch.manual_seed(1)
+    online = nn.Linear(3, 2).double()
+    compiled = torch.compile(online)  # wrapped (not compiled until called)
+    target = nn.Linear(3, 2)  # a float32 EMA copy of a float64 model
+    before = {n: p.detach().double().clone() for n, p in target.named_parameters()}
+    momentum_update_(target, compiled, 0.75)
+    for name, p in online.named_parameters():
+        want = 0.75 * before[name] + 0.25 * p.detach()
+        got = dict(target.named_parameters())[name]
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-7)
+    past = frozen_copy(compiled)
+    assert isinstance(past, nn.Linear) and not past.weight.requires_grad
+
+
 def test_cosine_momentum_and_frozen_copy():
     assert cosine_momentum(0, 10, 0.99) == pytest.approx(0.99)
     assert cosine_momentum(5, 10, 0.99) == pytest.approx(1 - 0.01 * (math.cos(math.pi / 2) + 1) / 2)

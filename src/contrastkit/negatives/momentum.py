@@ -15,9 +15,16 @@ __all__ = ["MomentumEncoder", "momentum_update_", "cosine_momentum", "frozen_cop
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel wrappers."""
+    """The module inside DistributedDataParallel / DataParallel and ``torch.compile`` wrappers
+    (in any nesting)."""
     wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    return module.module if isinstance(module, wrappers) else module
+    while True:
+        if isinstance(module, wrappers):
+            module = module.module
+        elif isinstance(getattr(module, "_orig_mod", None), nn.Module):  # torch.compile
+            module = module._orig_mod
+        else:
+            return module
 
 
 def _check_momentum(momentum: float) -> float:
@@ -33,8 +40,9 @@ def momentum_update_(target: nn.Module, online: nn.Module, momentum: float) -> N
     r"""In place: :math:`\theta_t \leftarrow m\,\theta_t + (1 - m)\,\theta_o` for every parameter
     (He et al. 2020, eq. 2), and the buffers (BatchNorm statistics) copied from ``online``.
 
-    ``online`` may be wrapped in DistributedDataParallel; the two modules must have the same
-    parameter names and shapes.
+    ``online`` may be wrapped in DistributedDataParallel or ``torch.compile``, and may live on
+    another device or in another dtype than ``target`` (an EMA copy kept on the CPU, in float32);
+    the two modules must have the same parameter names and shapes.
 
     Example:
         >>> import torch
@@ -53,11 +61,11 @@ def momentum_update_(target: nn.Module, online: nn.Module, momentum: float) -> N
         q = o_params[name]
         if p.shape != q.shape:
             raise ValueError(f"parameter {name}: shape {tuple(p.shape)} vs {tuple(q.shape)}")
-        p.mul_(m).add_(q.detach().to(p.dtype), alpha=1.0 - m)
+        p.mul_(m).add_(q.detach().to(device=p.device, dtype=p.dtype), alpha=1.0 - m)
     t_bufs, o_bufs = dict(target.named_buffers()), dict(online.named_buffers())
     for name, b in t_bufs.items():
         if name in o_bufs:
-            b.copy_(o_bufs[name])
+            b.copy_(o_bufs[name])  # copy_ moves across devices and dtypes
 
 
 def cosine_momentum(step: int, total_steps: int, base: float = 0.996) -> float:
