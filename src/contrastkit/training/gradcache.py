@@ -66,12 +66,22 @@ def _call(encoder: nn.Module, x: Batch) -> Tensor:
     return out
 
 
-class _RngState:
-    """The CPU and CUDA generator states at one point, to replay a chunk's randomness."""
+def _cuda_index(device: torch.device) -> int:
+    return torch.cuda.current_device() if device.index is None else device.index
 
-    def __init__(self, chunk: Batch) -> None:
+
+class _RngState:
+    """The CPU and CUDA generator states at one point, to replay a chunk's randomness: those of
+    every GPU the chunk or the encoder's parameters are on (a GPU model fed CPU tensors draws its
+    dropout masks on its own GPU) and of the current GPU."""
+
+    def __init__(self, chunk: Batch, encoder: nn.Module) -> None:
         self.cpu = torch.get_rng_state()
-        self.devices = sorted({t.device.index or 0 for t in _tensors(chunk) if t.is_cuda})
+        tensors = [*_tensors(chunk), *encoder.parameters(), *encoder.buffers()]
+        devices = {_cuda_index(t.device) for t in tensors if t.is_cuda}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            devices.add(torch.cuda.current_device())
+        self.devices = sorted(devices)
         self.cuda = [torch.cuda.get_rng_state(d) for d in self.devices]
 
     @contextlib.contextmanager
@@ -172,7 +182,7 @@ def grad_cache_step(
             states.append([])
             outs = []
             for part in parts:
-                states[-1].append(_RngState(part))
+                states[-1].append(_RngState(part, enc))
                 with _autocast(part, autocast_dtype):
                     outs.append(_call(enc, part))
             embeddings.append(torch.cat(outs))
