@@ -324,3 +324,25 @@ def test_errors_name_the_argument_for_extra_negatives_and_accumulated_memory():
         with pytest.raises(ValueError, match="4 features but the memory holds 3"):
             acc(torch.randn(2, 4), torch.randn(2, 4))
         assert len(acc) == 2  # the failed call stored nothing
+
+
+@pytest.mark.parametrize("memory_size", [None, 5])
+def test_cont_accum_state_dict_resumes_exactly(tmp_path, memory_size):
+    g = torch.Generator().manual_seed(0)
+    steps = [
+        (torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g), torch.randint(0, 3, (3,)))
+        for _ in range(4)
+    ]
+    straight = ContAccum(memory_size, labels=True)
+    for q, k, y in steps[:2]:
+        straight(q, k, y)
+    torch.save(straight.state_dict(), tmp_path / "acc.pt")
+    resumed = ContAccum(memory_size, labels=True)
+    resumed.load_state_dict(torch.load(tmp_path / "acc.pt"))
+    for q, k, y in steps[2:]:  # the same batches follow: the same memory is offered
+        a, b = straight(q, k, y), resumed(q, k, y)
+        for x, z in zip(a, b, strict=True):
+            assert torch.equal(x, z)
+    assert len(resumed) == len(straight)
+    with pytest.raises(ValueError, match="memory_size"):
+        ContAccum(7, labels=True).load_state_dict(straight.state_dict())

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -138,6 +139,31 @@ class ContAccum:
             )
         self._queues[0].push(query)
         self._queues[1].push(key, labels)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The memory (queries, keys, labels, oldest first; copies) and the settings, to save with a
+        checkpoint: :meth:`load_state_dict` resumes the accumulation exactly (with an int
+        ``memory_size`` the memory outlives optimizer steps, so it belongs in the checkpoint)."""
+        mem = self.memory()
+        return {
+            "memory_size": self.memory_size,
+            "labels": self.with_labels,
+            "query": mem.query.clone(),
+            "key": mem.key.clone(),
+            "key_labels": None if mem.labels is None else mem.labels.clone(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the memory saved by :meth:`state_dict` (same ``memory_size`` and ``labels``)."""
+        for name, mine in (("memory_size", self.memory_size), ("labels", self.with_labels)):
+            if name not in state or state[name] != mine:
+                raise ValueError(
+                    f"state was saved with {name}={state.get(name)!r}, but this ContAccum has "
+                    f"{name}={mine!r}"
+                )
+        self._rows, self._queues = [], None
+        if state["query"].numel():
+            self._store(state["query"].clone(), state["key"].clone(), state["key_labels"])
 
     def reset(self) -> None:
         """Forget the memory (with ``memory_size=None``, call it after each optimizer step)."""
