@@ -277,6 +277,40 @@ def test_class_independent_bce_matches_uniseg():
     _check(lambda x: C.class_independent_bce(x, target, class_mask=mask), ref, (z,))
 
 
+def test_class_relation_term_matches_uniseg():
+    z = _leaf(2, 4, 3, seed=8)
+    target = torch.tensor([[0, 2, -100], [3, 1, 1]])
+    mask = torch.tensor([[True, True, False, False], [True, True, True, False]])
+    rel = torch.zeros(4, 4, dtype=D64)
+    rel[0, 3], rel[2, 3], rel[1, 3], rel[0, 2] = 0.7, 0.4, 0.9, 0.5  # label -> related class
+
+    def ref(x):
+        total, count = 0.0, 0
+        for b in range(2):
+            for p in range(3):
+                y = int(target[b, p])
+                if y == -100:
+                    continue
+                for c in range(4):
+                    if mask[b, c]:  # the label space: one-hot targets
+                        total = total + _bce(x[b, c, p], float(y == c))
+                        count += 1
+                    elif float(rel[y, c]) > 0:  # a related class of another label space
+                        total = total + _bce(x[b, c, p], float(rel[y, c]))
+                        count += 1
+        return total / count
+
+    _check(
+        lambda x: C.class_independent_bce(x, target, class_mask=mask, class_relation=rel),
+        ref,
+        (z,),
+    )
+    with pytest.raises(ValueError, match="class_relation needs class_mask"):
+        C.class_independent_bce(z, target, class_relation=rel)
+    with pytest.raises(ValueError, match=r"class_relation must lie in \[0, 1\]"):
+        C.class_independent_bce(z, target, class_mask=mask, class_relation=2 * rel)
+
+
 def test_class_independent_bce_differs_from_softmax_coupling():
     # a class outside the sample's label space gets no gradient at all
     z = torch.zeros(1, 3, requires_grad=True)

@@ -407,10 +407,11 @@ def class_independent_bce(
     target: Tensor,
     *,
     class_mask: Tensor | None = None,
+    class_relation: Tensor | None = None,
     ignore_index: int = -100,
 ) -> Tensor:
     r"""Class-independent binary cross-entropy for training on several label spaces (UniSeg,
-    "Learning Semantic Segmentation from Multiple Datasets with Label Shifts").
+    "Learning Semantic Segmentation from Multiple Datasets with Label Shifts", Kim et al. 2022).
 
     Softmax couples the classes, so a class missing from one dataset's label space gets pushed
     down as a negative; here every class is an independent sigmoid and, per sample, only the
@@ -418,10 +419,25 @@ def class_independent_bce(
 
         L = sum_{i, c in C(i)} BCE( z_ic, [y_i == c] ) / #{(i, c) : c in C(i)}
 
+    UniSeg's second term uses the relationships between the classes of different datasets (a
+    "rider" of one label space is partly a "motorcyclist" of another): with ``class_relation``
+    :math:`R \in [0, 1]^{C \times C}` (e.g. thresholded cosine similarities of the class names'
+    text embeddings), a class :math:`c` *outside* the sample's label space that is related to
+    the label (:math:`R_{y_i c} > 0`) is supervised too, with the soft target
+    :math:`R_{y_i c}`; unrelated outside classes stay unsupervised::
+
+        L = [ sum_{i, c in C(i)} BCE(z_ic, [y_i == c]) + sum_{i, c not in C(i), R_{y_i c} > 0}
+              BCE(z_ic, R_{y_i c}) ] / #(supervised pairs)
+
+    (This is the form the abstract describes; the paper's exact construction of :math:`R` is the
+    user's.)
+
     Args:
         logits: ``(B, C, *)`` scores (``*``: pixels, for segmentation).
         target: ``(B, *)`` class ids (``ignore_index`` pixels are skipped).
         class_mask: ``(B, C)`` or ``(C,)`` bool, the supervised classes (default: all).
+        class_relation: ``(C, C)`` soft targets in ``[0, 1]`` for related classes outside the
+            label space (row: the label, column: the related class); needs ``class_mask``.
 
     Example:
         >>> import torch
@@ -449,9 +465,24 @@ def class_independent_bce(
             raise ValueError(f"class_mask must be a bool tensor of shape ({b}, {c}) or ({c},)")
         cm = cm.expand(b, c).reshape(b, c, *[1] * (z.dim() - 2))
         keep = keep & cm
+    soft = onehot.to(z.dtype)
+    if class_relation is not None:
+        if class_mask is None:
+            raise ValueError("class_relation needs class_mask (the classes outside it get R)")
+        rel = check_finite("class_relation", check_tensor("class_relation", class_relation))
+        if not rel.is_floating_point() or rel.shape != (c, c):
+            raise ValueError(f"class_relation must be a float tensor of shape ({c}, {c})")
+        if bool(((rel < 0) | (rel > 1)).any()):
+            raise ValueError("class_relation must lie in [0, 1]")
+        rel = rel.to(device=z.device, dtype=z.dtype)
+        # (B, C, *) relation of each pixel's label to every class (0 for ignored pixels)
+        related = rel[target.clamp(0, c - 1)].movedim(-1, 1) * valid[:, None].to(z.dtype)
+        outside = valid[:, None] & ~cm & (related > 0)
+        soft = torch.where(outside, related, soft)
+        keep = keep | outside
     if not bool(keep.any()):
         raise ValueError("no (sample, class) pair is supervised")
-    per = F.binary_cross_entropy_with_logits(z, onehot.to(z.dtype), reduction="none")
+    per = F.binary_cross_entropy_with_logits(z, soft, reduction="none")
     return per[keep].mean()
 
 
@@ -685,9 +716,19 @@ class ClassIndependentBCELoss(nn.Module):
         super().__init__()
         self.ignore_index = int(ignore_index)
 
-    def forward(self, logits: Tensor, target: Tensor, class_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        class_mask: Tensor | None = None,
+        class_relation: Tensor | None = None,
+    ) -> Tensor:
         return class_independent_bce(
-            logits, target, class_mask=class_mask, ignore_index=self.ignore_index
+            logits,
+            target,
+            class_mask=class_mask,
+            class_relation=class_relation,
+            ignore_index=self.ignore_index,
         )
 
 
