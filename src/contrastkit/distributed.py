@@ -76,17 +76,35 @@ _ERROR_BYTES = 240
 
 
 class CollectiveError(RuntimeError):
-    """A collective failed or timed out: another rank died, hung, or took another code path."""
+    """A collective failed or timed out: another rank died, hung, or took another code path.
+
+    Example:
+        >>> try:
+        ...     raise CollectiveError("all_gather of keys: rank 1 of 2 did not answer in 60s")
+        ... except RuntimeError as err:  # a RuntimeError, as torch.distributed's own failures
+        ...     print(type(err).__name__)
+        CollectiveError
+    """
 
 
 # -- process group -----------------------------------------------------------------------------
 def is_initialized() -> bool:
-    """Whether a default process group is up (``torch.distributed`` available and initialised)."""
+    """Whether a default process group is up (``torch.distributed`` available and initialised).
+
+    Example:
+        >>> is_initialized()  # a plain `python` run: every function acts on a world of one
+        False
+    """
     return dist.is_available() and dist.is_initialized()
 
 
 def get_world_size(group: dist.ProcessGroup | None = None) -> int:
-    """Number of processes in ``group``; 1 without a process group."""
+    """Number of processes in ``group``; 1 without a process group.
+
+    Example:
+        >>> get_world_size()
+        1
+    """
     return dist.get_world_size(group) if is_initialized() else 1
 
 
@@ -103,6 +121,10 @@ def get_rank(group: dist.ProcessGroup | None = None) -> int:
 def set_timeout(seconds: float | None) -> None:
     """Longest wait of any contrastkit collective, in seconds (``None``: the process group's
     own timeout, 30 minutes by default).  A rank that waits longer raises :class:`CollectiveError`.
+
+    Example:
+        >>> set_timeout(120)   # fail within two minutes when a rank dies
+        >>> set_timeout(None)  # back to the process group's own timeout
     """
     global _TIMEOUT
     if seconds is not None:
@@ -171,7 +193,13 @@ def init_process_group(
 
 
 def destroy_process_group() -> None:
-    """Tear down the default process group if one is up."""
+    """Tear down the default process group if one is up (a no-op otherwise).
+
+    Example:
+        >>> destroy_process_group()  # nothing to tear down in a plain run
+        >>> is_initialized()
+        False
+    """
     if is_initialized():
         dist.destroy_process_group()
 

@@ -213,7 +213,7 @@ class LogitScale(nn.Module):
 
     def __init__(
         self, temperature: float = 0.07, learnable: bool = False, max_scale: float = 100.0
-    ):
+    ) -> None:
         super().__init__()
         for name, value in (("temperature", temperature), ("max_scale", max_scale)):
             if not isinstance(value, numbers.Real) or isinstance(value, bool):

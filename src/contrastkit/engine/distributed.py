@@ -180,7 +180,19 @@ def info_nce(
     """InfoNCE over the global batch (see the module doc); ``key=None`` contrasts the queries
     with themselves (self-pairs excluded).  Arguments are this rank's share of those of
     :func:`contrastkit.functional.info_nce`; ``positives``/``exclude`` are ``(B_r, N)``, this
-    rank's rows of the global matrices."""
+    rank's rows of the global matrices.  Users call ``info_nce(..., distributed=True)``.
+
+    Example:
+        >>> import torch
+        >>> from contrastkit.functional import info_nce as plain_info_nce
+        >>> from contrastkit.objectives.infonce import InfoNCESpec
+        >>> q, k = torch.randn(4, 8), torch.randn(4, 8)
+        >>> loss = info_nce(q, k, labels=None, key_labels=None, positives=None, exclude=None,
+        ...                 negatives=(None, None), scale=10.0, spec=InfoNCESpec(),
+        ...                 symmetric=False, reduction="mean", engine="auto")
+        >>> torch.allclose(loss, plain_info_nce(q, k, temperature=0.1))  # a world of one
+        True
+    """
     from contrastkit.functional import build_pairing
 
     what = "info_nce(distributed=True)"
@@ -263,7 +275,18 @@ def siglip(
     engine: str,
     group: Any = None,
 ) -> Tensor:
-    """The sigmoid loss over the global batch, ``sum over all pairs / B`` (see module doc)."""
+    """The sigmoid loss over the global batch, ``sum over all pairs / B`` (see module doc).
+    Users call ``siglip(..., distributed=True)``.
+
+    Example:
+        >>> import torch
+        >>> from contrastkit.functional import siglip as plain_siglip
+        >>> q, k = torch.randn(4, 8), torch.randn(4, 8)
+        >>> loss = siglip(q, k, labels=None, key_labels=None, positives=None, exclude=None,
+        ...               scale=10.0, bias=-10.0, similarity="cosine", engine="auto")
+        >>> torch.allclose(loss, plain_siglip(q, k, scale=10.0, bias=-10.0))  # a world of one
+        True
+    """
     from contrastkit.functional import build_pairing
 
     what = "siglip(distributed=True)"

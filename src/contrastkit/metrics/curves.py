@@ -27,6 +27,12 @@ class PowerLaw:
         beta: the scale :math:`\beta`.
         alpha: ``(K,)`` exponents, one per size column.
         l_inf: the irreducible loss :math:`L_\infty`.
+
+    Example:
+        >>> import torch
+        >>> law = PowerLaw(beta=10.0, alpha=torch.tensor([0.5]), l_inf=1.0)
+        >>> [round(v, 6) for v in law(torch.tensor([1.0, 100.0])).tolist()]  # 10 * N^-0.5 + 1
+        [11.0, 2.0]
     """
 
     beta: float

@@ -189,6 +189,14 @@ class NeuralCollapse:
         etf_distance: distance of the centred means' normalised Gram to the simplex ETF's.
         orthogonal_frame_distance: distance of the uncentred means' normalised Gram to an
             orthogonal frame's, :math:`\\| G/\\|G\\|_F - I/\\sqrt C \\|_F`.
+
+    Example:
+        >>> import torch
+        >>> means = torch.eye(3) * 5                  # three orthogonal class means
+        >>> x = means.repeat_interleave(4, 0) + 0.01 * torch.randn(12, 3)
+        >>> nc = neural_collapse(x, torch.arange(3).repeat_interleave(4))
+        >>> bool(nc.nc1 < 1e-3), bool(nc.orthogonal_frame_distance < 1e-2)
+        (True, True)
     """
 
     nc1: Tensor

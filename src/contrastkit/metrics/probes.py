@@ -159,6 +159,14 @@ class LinearProbe:
         weight: ``(C, D)``.
         bias: ``(C,)``.
         classes: ``(C,)`` the class ids, in the order of the rows of ``weight``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.cat([torch.randn(20, 2) + 4, torch.randn(20, 2) - 4])
+        >>> y = torch.tensor([3] * 20 + [7] * 20)
+        >>> probe = linear_probe(x, y, x, y)
+        >>> probe.weight.shape, probe.classes.tolist(), float(probe.accuracy)
+        (torch.Size([2, 2]), [3, 7], 1.0)
     """
 
     accuracy: Tensor

@@ -72,6 +72,14 @@ class RelevantRanks:
             was given; ``0`` pads rows with fewer than ``R`` relevant keys.
         gains: ``(Q, R)`` relevance grades (1 for binary relevance), ``0`` on padding.
         num_candidates: ``(Q,)`` number of keys each query was ranked against.
+
+    Example:
+        >>> import torch
+        >>> q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> k = torch.tensor([[0.0, 1.0], [1.0, 0.1], [1.0, 0.0]])
+        >>> rr = relevant_ranks(q, k, relevant=[[2], [0, 1]])  # query 1: two relevant keys
+        >>> rr.ranks.tolist(), rr.first().tolist()
+        ([[1, 0], [1, 2]], [1, 1])
     """
 
     ranks: Tensor

@@ -18,7 +18,16 @@ class AccumulatedBatch(NamedTuple):
     """The current micro-batch followed by the memory: ``query (B + M, D)``, ``key (B + M, D)``
     and ``labels (B + M,)`` (``None`` without labels).  Rows ``:B`` are the current ones (with
     their graph), rows ``B:`` the memory (detached); row ``i`` of ``query`` and of ``key`` are
-    still a pair."""
+    still a pair.
+
+    Example:
+        >>> import torch
+        >>> acc = ContAccum()
+        >>> _ = acc(torch.randn(4, 8), torch.randn(4, 8))
+        >>> batch = acc(torch.randn(4, 8, requires_grad=True), torch.randn(4, 8))
+        >>> batch.query.shape, batch.labels is None
+        (torch.Size([8, 8]), True)
+    """
 
     query: Tensor
     key: Tensor

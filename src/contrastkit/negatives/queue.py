@@ -16,7 +16,16 @@ __all__ = ["NegativeQueue", "QueueSnapshot"]
 
 class QueueSnapshot(NamedTuple):
     """What the queue held *before* the current batch: ``negatives (M, D)``, oldest first, and
-    their ``labels (M,)`` (``None`` for a queue without labels)."""
+    their ``labels (M,)`` (``None`` for a queue without labels).
+
+    Example:
+        >>> import torch
+        >>> queue = NegativeQueue(size=4, dim=2, labels=True)
+        >>> _ = queue(torch.ones(3, 2), torch.tensor([5, 6, 7]))
+        >>> negatives, labels = queue(torch.zeros(1, 2), torch.tensor([8]))
+        >>> negatives.shape, labels.tolist()
+        (torch.Size([3, 2]), [5, 6, 7])
+    """
 
     negatives: Tensor
     labels: Tensor | None

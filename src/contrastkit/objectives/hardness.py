@@ -612,6 +612,14 @@ class ISogCLROutput(NamedTuple):
 
     ``log_u_*``: the new log moving averages ``log u_i`` of the batch rows; ``tau_grad_*``: the
     estimator of :math:`\\partial F / \\partial \\tau_i`.
+
+    Example:
+        >>> import torch
+        >>> q, k = torch.randn(4, 8), torch.randn(4, 8)
+        >>> tau, log_u = torch.full((4,), 0.1), torch.zeros(4)
+        >>> out = isogclr(q, k, tau, tau, log_u, log_u)
+        >>> out.loss.shape, out.log_u_query.shape, out.tau_grad_key.shape
+        (torch.Size([]), torch.Size([4]), torch.Size([4]))
     """
 
     loss: Tensor

@@ -532,7 +532,7 @@ class ListwiseDistillation(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, temperature: float = 1.0, teacher_temperature: float | None = None):
+    def __init__(self, temperature: float = 1.0, teacher_temperature: float | None = None) -> None:
         super().__init__()
         self.temperature, self.teacher_temperature = temperature, teacher_temperature
 

@@ -744,7 +744,9 @@ class BagInfoNCE(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, temperature: float = 0.07, mode: str = "max", symmetric: bool = True):
+    def __init__(
+        self, temperature: float = 0.07, mode: str = "max", symmetric: bool = True
+    ) -> None:
         super().__init__()
         check_positive_scalar("temperature", temperature)
         self.temperature, self.symmetric = float(temperature), bool(symmetric)

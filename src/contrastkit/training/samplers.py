@@ -135,7 +135,7 @@ class MPerClassSampler(_EpochBatchSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         seed: int = 0,
-    ):
+    ) -> None:
         super().__init__(batch_size, num_replicas, rank, seed)
         self.labels = _as_ids("labels", labels)
         self.m = _positive_int("m", m)
@@ -206,7 +206,7 @@ class PseudoClassExclusiveSampler(MPerClassSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         seed: int = 0,
-    ):
+    ) -> None:
         super().__init__(
             pseudo_labels, 1, batch_size, num_replicas=num_replicas, rank=rank, seed=seed
         )
@@ -244,7 +244,7 @@ class BatchBindingSampler(_EpochBatchSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         seed: int = 0,
-    ):
+    ) -> None:
         super().__init__(batch_size, num_replicas, rank, seed)
         self.labels = _as_ids("labels", labels)
         g = torch.Generator().manual_seed(seed)
@@ -305,7 +305,7 @@ class NeighbourBatchSampler(_EpochBatchSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         seed: int = 0,
-    ):
+    ) -> None:
         super().__init__(batch_size, num_replicas, rank, seed)
         if not isinstance(neighbours, Tensor):
             raise TypeError(f"neighbours must be a torch.Tensor, got {type(neighbours).__name__}")
@@ -403,7 +403,7 @@ class TaskBatchSampler(_EpochBatchSampler):
         num_replicas: int | None = None,
         rank: int | None = None,
         seed: int = 0,
-    ):
+    ) -> None:
         super().__init__(batch_size, num_replicas, rank, seed)
         self.task_ids = _as_ids("task_ids", task_ids)
         if balance not in ("uniform", "proportional"):
