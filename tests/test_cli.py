@@ -391,6 +391,9 @@ def test_eval_of_a_run_folder_and_of_saved_embeddings(tmp_path, capsys, pairs_fi
     assert code == 0 and "recall@1" in out and "100.00%" in out
     code, _, err = run(capsys, f"eval --embeddings {d}/a.npy --other {d}/b.npy")
     assert code == 2 and "different sizes" in err
+    # a k above the training rows (420 of 600) is capped, and the table says the k used
+    code, out, _ = run(capsys, f"eval --embeddings {d}/a.npy --labels {d}/y.npy --knn-k 5000")
+    assert code == 0 and "(k=420)" in out and "k=5000" not in out
 
 
 def test_eval_refuses_bad_flags_with_one_line(tmp_path, capsys, pairs_files):

@@ -331,7 +331,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     if args.run:
         metrics, k = _eval_run(Path(args.run))
     elif args.embeddings:
-        metrics, k = _eval_arrays(args), args.knn_k
+        metrics, k = _eval_arrays(args)
     else:
         raise CLIError("pass a run folder (contrastkit eval runs/NAME) or --embeddings X.npy")
     if args.json:
@@ -362,7 +362,8 @@ def _eval_run(run_dir: Path) -> tuple[dict, int]:
     return task.evaluate(), cfg.knn_k
 
 
-def _eval_arrays(args: argparse.Namespace) -> dict:
+def _eval_arrays(args: argparse.Namespace) -> tuple[dict, int]:
+    """Metrics of an embedding file, and the k its kNN used (at most the training rows)."""
     from contrastkit import metrics
     from contrastkit.cli import _eval
     from contrastkit.cli._data import load_labels, load_matrix, load_pair
@@ -377,18 +378,20 @@ def _eval_arrays(args: argparse.Namespace) -> dict:
     else:
         x = load_matrix(args.embeddings, "embeddings")
     out: dict[str, float | None] = {}
+    k = args.knn_k
     if args.labels:
         y = load_labels(args.labels, x.shape[0], args.embeddings)
         perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
         n_test = max(1, round(x.shape[0] * args.test_fraction))
         te, tr = perm[:n_test], perm[n_test:]
-        out["knn_accuracy"] = _eval.knn_accuracy(x[tr], y[tr], x[te], y[te], args.knn_k)
+        k = min(args.knn_k, len(tr))
+        out["knn_accuracy"] = _eval.knn_accuracy(x[tr], y[tr], x[te], y[te], k)
         out["linear_probe_accuracy"] = _eval.linear_probe_accuracy(x[tr], y[tr], x[te], y[te])
     if args.other:
         out |= _eval.paired(x, z)
     else:
         out["uniformity"] = float(metrics.uniformity(x[: _eval.UNIFORMITY_ROWS]))
-    return {"embeddings": out}
+    return {"embeddings": out}, k
 
 
 # -- bench -------------------------------------------------------------------------------------
