@@ -507,3 +507,30 @@ def test_cwcl_learnable_temperature_gradient_matches_reference():
         return (u2v + v2u) / 8
 
     assert_matches(lambda q, k, t: S.cwcl(q, k, frozen=f, temperature=t), ref, [q, k, tau])
+
+
+def test_one_to_k_relation_to_reference_code():
+    """CCRK's code: i2t targets are K unnormalised ones (a sum over the K positives), t2i is plain
+    CE over images, and the symmetric loss is divided by K: L_i2t/2 + L_t2i/(2K) in the paper's
+    (mean over K) terms -- not the symmetric loss times a constant."""
+    v, t = leaves((3, 4), (3, 2, 4), seed=7)
+    b, kk, tau = 3, 2, 0.2
+    flat = [t[j, m] for j in range(b) for m in range(kk)]
+    i2t_sum = (
+        sum(
+            lse([cos(v[i], x) / tau for x in flat]) - cos(v[i], t[i, m]) / tau
+            for i in range(b)
+            for m in range(kk)
+        )
+        / b
+    )
+    t2i = sum(
+        lse([cos(t[j, m], v[i]) / tau for i in range(b)]) - cos(t[j, m], v[j]) / tau
+        for j in range(b)
+        for m in range(kk)
+    ) / (b * kk)
+    reference_code = (i2t_sum + t2i) / 2 / kk
+    i2t = S.one_to_k_info_nce(v, t, temperature=tau, symmetric=False)
+    sym = S.one_to_k_info_nce(v, t, temperature=tau)
+    lib_t2i = 2 * sym - i2t
+    torch.testing.assert_close(reference_code, i2t / 2 + lib_t2i / (2 * kk))

@@ -221,8 +221,10 @@ def one_to_k_info_nce(
         L_{t2i} = 1/(BK) sum_{i,k} -log( e^{s(t_ik, v_i)/tau} / sum_j e^{s(t_ik, v_j)/tau} )
         L = (L_{i2t} + L_{t2i}) / 2          (symmetric; L_{i2t} otherwise)
 
-    It is :func:`info_nce` with ``labels`` = sample ids (tiles). (The reference code further
-    divides the symmetric loss by ``K``, a constant factor.)
+    It is :func:`info_nce` with ``labels`` = sample ids (tiles). (The reference code, CCRK's
+    ``get_unialign_contrastive_loss``, sums the i2t term over the ``K`` positives and divides the
+    symmetric loss by ``K``: that is ``L_{i2t}/2 + L_{t2i}/(2K)``, which weights the t2i
+    direction ``1/K`` times less than the equation above; not a constant factor.)
 
     Args:
         query: ``(B, D)``.
@@ -363,6 +365,12 @@ def bag_info_nce(
 
     ``symmetric`` adds the same loss with keys as anchors (names to faces), SECLA's
     symmetry-enhanced loss. Every term is :func:`info_nce` (tiles).
+
+    Note: SECLA's released code (``batch_softmax`` in ``models/unsup_frag.py``) works at the
+    level of image-caption pairs instead: the score of caption ``b`` against image ``b'`` is the
+    mean over the caption's names of the max over the image's faces of the (unscaled) dot
+    product, a cross-entropy over the batch's pairs targets ``b' = b``, and the two directions are
+    summed. ``mode="max"`` is the per-face analogue, not that objective.
 
     Args:
         query_bags: ``(B,)`` bag id of every query; key_bags: ``(N,)`` bag id of every key.
