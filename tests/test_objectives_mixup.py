@@ -72,12 +72,15 @@ def ref_mixup_infonce(img, txt, lam, perm, tau, symmetric):
     loss = rows / b
     if not symmetric:
         return loss
+    # M3CoL / BiMixCo (official ``mixco_nce``): the key -> mixed-query direction uses the same
+    # targets, lam_i on (key i, mixed i) and 1 - lam_i on (key perm(i), mixed i), each key's
+    # softmax over the mixed queries, summed over the mixed rows and averaged over the B keys
+    # (the columns are not renormalised)
+    col_lse = [_lse([s[a][j] for a in range(b)]) for j in range(b)]
     cols = 0.0
-    for j in range(b):
-        lse = _lse([s[i][j] for i in range(b)])
-        cols = cols - sum(w[i][j] * (s[i][j] - lse) for i in range(b)) / sum(
-            w[i][j] for i in range(b)
-        )
+    for i in range(b):
+        cols = cols - lam[i] * (s[i][i] - col_lse[i])
+        cols = cols - (1 - lam[i]) * (s[i][perm[i]] - col_lse[perm[i]])
     return (loss + cols / b) / 2
 
 
@@ -97,6 +100,25 @@ def test_mixup_info_nce_matches_m3col_timix(seed, symmetric):
 
     def ref(a, t):
         return ref_mixup_infonce(a, t, lam_l, perm.tolist(), 0.2, symmetric)
+
+    _check(lib, ref, (img, txt))
+
+
+def test_mixup_info_nce_symmetric_matches_m3col_per_row_lam():
+    """Per-row lam (M3CoL samples one Beta coefficient per row): the reverse direction weights
+    key j by the share of it in the mixed batch, lam_j + sum_{perm(i)=j} (1 - lam_i)."""
+    b = 6
+    img, txt = _leaf(b, 3, seed=30), _leaf(b, 3, seed=31)
+    perm = torch.tensor([1, 2, 0, 4, 5, 3])  # no fixed point
+    lam = torch.tensor([0.9, 0.1, 0.6, 0.35, 0.75, 0.2], dtype=D64)
+
+    def lib(a, t):
+        return M.mixup_info_nce(
+            M.mixup(a, lam, perm), t, lam, perm, temperature=0.1, symmetric=True
+        )
+
+    def ref(a, t):
+        return ref_mixup_infonce(a, t, lam.tolist(), perm.tolist(), 0.1, True)
 
     _check(lib, ref, (img, txt))
 

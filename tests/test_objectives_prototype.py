@@ -169,6 +169,32 @@ def test_prototype_concentration_matches_pcl():
     assert torch.allclose(scaled, 0.3 * phi / phi.mean())
 
 
+def test_prototype_concentration_percentile_clip_matches_pcl_code():
+    # PCL's run_kmeans: density.clip(np.percentile(density, 10), np.percentile(density, 90)),
+    # then temperature * density / density.mean()
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(40, 3, generator=g, dtype=D64)
+    y = torch.arange(40) % 8
+    y[-3:] = 7  # cluster sizes differ
+    y[0] = 6
+    c, _ = P.class_prototypes(z, y, 9)  # prototype 8 is empty
+    raw = P.prototype_concentration(z, y, c).tolist()
+
+    def percentile(vals, q):  # numpy's default "linear" method
+        v = sorted(vals)
+        pos = (len(v) - 1) * q / 100
+        lo = math.floor(pos)
+        return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (pos - lo)
+
+    lo, hi = percentile(raw, 10), percentile(raw, 90)
+    clipped = [min(max(v, lo), hi) for v in raw]
+    exp = [0.2 * v / (sum(clipped) / len(clipped)) for v in clipped]
+    phi = P.prototype_concentration(z, y, c, mean_temperature=0.2, clip_percentiles=(10, 90))
+    assert torch.allclose(phi, torch.tensor(exp, dtype=D64), atol=1e-12)
+    with pytest.raises(ValueError, match="clip_percentiles"):
+        P.prototype_concentration(z, y, c, clip_percentiles=(90, 10))
+
+
 def test_meow_protonce_averaged_over_clusterings():
     # MEOW: ProtoNCE with concentration temperatures, averaged over M clusterings
     z = _leaf(8, 3, seed=12)

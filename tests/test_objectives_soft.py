@@ -534,3 +534,57 @@ def test_one_to_k_relation_to_reference_code():
     sym = S.one_to_k_info_nce(v, t, temperature=tau)
     lib_t2i = 2 * sym - i2t
     torch.testing.assert_close(reference_code, i2t / 2 + lib_t2i / (2 * kk))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_bag_pair_scores_match_secla_code(seed, symmetric):
+    """SECLA's batch_softmax: caption b vs image b' scores the mean over the caption's names of
+    the best dot product with the image's faces; cross-entropy over the batch, directions summed."""
+    names, faces = leaves((5, 3), (6, 3), seed=seed)
+    nb = torch.tensor([0, 0, 1, 2, 2])
+    fb = torch.tensor([1, 0, 1, 2, 2, 2])
+    tau = 0.5
+
+    def ref(n, f):
+        def dot(a, b):
+            return sum(x * y for x, y in zip(a, b, strict=True))
+
+        score = [[None] * 3 for _ in range(3)]
+        for b in range(3):
+            for c in range(3):
+                best = [
+                    max((dot(n[i], f[j]) for j in range(6) if fb[j] == c), key=val)
+                    for i in range(5)
+                    if nb[i] == b
+                ]
+                score[b][c] = sum(best) / len(best)
+        rows = sum(
+            -(score[b][b] / tau - lse([score[b][c] / tau for c in range(3)])) for b in range(3)
+        )
+        loss = rows / 3
+        if symmetric:
+            cols = sum(
+                -(score[c][c] / tau - lse([score[b][c] / tau for b in range(3)])) for c in range(3)
+            )
+            loss = loss + cols / 3
+        return loss
+
+    def lib(n, f):
+        return S.bag_pair_info_nce(
+            n, f, query_bags=nb, key_bags=fb, temperature=tau, symmetric=symmetric
+        )
+
+    assert_matches(lib, ref, [names, faces])
+
+
+def test_bag_pair_bad_bags():
+    n, f = torch.randn(3, 4), torch.randn(3, 4)
+    with pytest.raises(ValueError, match="key_bags must hold every bag id 0..1"):
+        S.bag_pair_info_nce(
+            n, f, query_bags=torch.tensor([0, 1, 1]), key_bags=torch.tensor([0, 0, 0])
+        )
+    with pytest.raises(ValueError, match="query_bags must be an integer tensor of shape"):
+        S.bag_pair_info_nce(
+            n, f, query_bags=torch.tensor([0.0, 1, 1]), key_bags=torch.tensor([0, 1, 1])
+        )

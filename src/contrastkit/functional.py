@@ -659,6 +659,7 @@ from contrastkit.objectives.ranking import (  # noqa: E402
 )
 from contrastkit.objectives.soft import (  # noqa: E402
     bag_info_nce,
+    bag_pair_info_nce,
     best_alignment_consistency,
     cosine_distillation_loss,
     cwcl,
@@ -698,6 +699,7 @@ __all__ += [
     "one_to_k_info_nce",
     "graph_info_nce",
     "bag_info_nce",
+    "bag_pair_info_nce",
     "soft_cross_entropy",
     "self_distillation_loss",
     "cosine_distillation_loss",

@@ -176,8 +176,17 @@ def mixup_info_nce(
     with ``w = mixup_targets(lam, perm, labels=..., key_labels=...)``: the mixed query ``x~_i`` is
     a ``lam_i`` positive of key ``i`` and a ``1 - lam_i`` positive of key ``perm(i)`` (M3CoL's
     "align mixed samples from one modality with their corresponding samples from the other").
-    This is :func:`contrastkit.functional.info_nce` with float ``positives=``, so ``symmetric``
-    and ``engine`` behave as there.
+    This is :func:`contrastkit.functional.info_nce` with float ``positives=`` (``engine`` behaves
+    as there).
+
+    ``symmetric=True`` averages it with the keys-to-mixed-queries direction of BiMixCo / M3CoL
+    (``mixco_nce`` of the official M3CoL code), which uses the *same* target matrix transposed,
+    ``p_ij = w_ij / sum_j' w_ij'``, without renormalising its columns::
+
+        L^T = -1/N sum_j sum_i p_ij log( exp(s(x~_i, k_j)/tau) / sum_a exp(s(x~_a, k_j)/tau) )
+
+    (a key's weight is how much of it the mixed batch holds; with one ``lam`` for the whole
+    batch every column sums to 1 and this is the plain soft-target CLIP loss).
 
     Example:
         >>> import torch
@@ -198,15 +207,29 @@ def mixup_info_nce(
             f"the mixed targets have shape {tuple(weights.shape)} but mixed x key is "
             f"{(mixed.shape[0], key.shape[0])}: check perm/labels/key_labels"
         )
-    return info_nce(
+    rows = info_nce(
         mixed,
         key,
         positives=weights,
         temperature=temperature,
         similarity=similarity,
-        symmetric=symmetric,
         engine=engine,
     )
+    if not symmetric:
+        return rows
+    # keys -> mixed queries with the row-normalised targets, columns not renormalised (M3CoL)
+    target = weights / weights.sum(1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+    per_key = info_nce(
+        key,
+        mixed,
+        positives=target.T,
+        temperature=temperature,
+        similarity=similarity,
+        reduction="none",
+        engine=engine,
+    )
+    cols = (target.sum(0).to(per_key.dtype) * per_key).sum() / key.shape[0]
+    return (rows + cols) / 2
 
 
 # -- Metrix -----------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ def prototype_concentration(
     *,
     alpha: float = 10.0,
     mean_temperature: float | None = None,
+    clip_percentiles: tuple[float, float] | None = None,
 ) -> Tensor:
     r"""Per-prototype concentration of PCL (Li, Zhou, Xiong & Hoi 2021), the temperatures of
     ProtoNCE as used by MEOW / AdaMEOW (Yu et al. 2023)::
@@ -94,8 +95,10 @@ def prototype_concentration(
         phi_k = sum_{y_i = k} || z_i - c_k ||_2 / ( n_k log(n_k + alpha) )
 
     Prototypes with fewer than two members get the largest ``phi`` of the others (absent ones
-    too); with ``mean_temperature`` the result is rescaled to that mean, as PCL does.  Computed
-    without gradient.
+    too); with ``mean_temperature`` the result is rescaled to that mean, as PCL does.  PCL's
+    official code also clamps ``phi`` to its 10th and 90th percentiles before rescaling ("for
+    stability", not in the paper's equation): ``clip_percentiles=(10, 90)`` does that (linear
+    interpolation, as ``numpy.percentile``).  Computed without gradient.
 
     Example:
         >>> import torch
@@ -122,6 +125,14 @@ def prototype_concentration(
     if not bool(ok.any()):
         raise ValueError("no prototype has two or more members: the concentration is undefined")
     phi = torch.where(ok, phi, phi[ok].max())
+    if clip_percentiles is not None:
+        lo, hi = (float(v) for v in clip_percentiles)
+        if not 0.0 <= lo <= hi <= 100.0:
+            raise ValueError(f"clip_percentiles must satisfy 0 <= lo <= hi <= 100, got {lo, hi}")
+        bounds = torch.quantile(
+            phi, torch.tensor([lo, hi], dtype=phi.dtype, device=phi.device) / 100
+        )
+        phi = phi.clamp(bounds[0], bounds[1])
     if mean_temperature is not None:
         check_positive_scalar("mean_temperature", mean_temperature)
         phi = mean_temperature * phi / phi.mean()

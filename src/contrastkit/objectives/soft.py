@@ -49,6 +49,7 @@ __all__ = [
     "one_to_k_info_nce",
     "graph_info_nce",
     "bag_info_nce",
+    "bag_pair_info_nce",
     "soft_cross_entropy",
     "self_distillation_loss",
     "cosine_distillation_loss",
@@ -426,6 +427,79 @@ def bag_info_nce(
             )
         )
     return torch.stack(losses).mean()
+
+
+def bag_pair_info_nce(
+    query: Tensor,
+    key: Tensor,
+    *,
+    query_bags: Tensor,
+    key_bags: Tensor,
+    temperature: float | Tensor = 1.0,
+    similarity: str = "dot",
+    symmetric: bool = True,
+) -> Tensor:
+    r"""Pair-level bag contrast, as SECLA's released code scores image-caption pairs (Qu et al.
+    2023, ``batch_softmax``): the score of bag :math:`b` of queries (the names of caption
+    :math:`b`) against bag :math:`b'` of keys (the faces of image :math:`b'`) is the mean over
+    the bag's queries of their best match in the other bag,
+
+    .. math::
+        S_{bb'} = \frac{1}{|Q_b|} \sum_{n \in Q_b} \max_{f \in K_{b'}} s(n, f),
+
+    and a cross-entropy over the batch's bags targets :math:`b' = b`; with ``symmetric`` the
+    column direction is **added** (SECLA sums the two directions)::
+
+        L = 1/B sum_b -log softmax_b'(S_b. / tau)_b  +  1/B sum_b' -log softmax_b(S_.b' / tau)_b'
+
+    SECLA uses the raw dot product and no temperature (the defaults).  Bag ids run over
+    ``0 .. B-1`` and every bag has at least one query and one key.  The max routes the gradient
+    to the best-matching key of each query (ties share it).
+
+    Example:
+        >>> import torch
+        >>> names, faces = torch.randn(5, 8), torch.randn(6, 8)
+        >>> nb, fb = torch.tensor([0, 0, 1, 2, 2]), torch.tensor([0, 1, 1, 2, 2, 2])
+        >>> bag_pair_info_nce(names, faces, query_bags=nb, key_bags=fb).shape
+        torch.Size([])
+    """
+    query = check_embeddings("query", query)
+    key = check_embeddings("key", key)
+    check_same_dim(("query", "key"), (query, key))
+    check_choice("similarity", similarity, SIMILARITIES)
+    scale = _scale_from_temperature(temperature)
+    bags = []
+    for name, ids, n in (("query_bags", query_bags, len(query)), ("key_bags", key_bags, len(key))):
+        ids = check_tensor(name, ids)
+        if ids.is_floating_point() or tuple(ids.shape) != (n,):
+            raise ValueError(f"{name} must be an integer tensor of shape ({n},)")
+        bags.append(ids.to(device=query.device, dtype=torch.int64))
+    num_bags = int(bags[0].max()) + 1
+    for name, ids in zip(("query_bags", "key_bags"), bags, strict=True):
+        counts = torch.bincount(ids.clamp_min(0), minlength=num_bags)
+        if bool((ids < 0).any()) or counts.numel() != num_bags or bool((counts == 0).any()):
+            raise ValueError(
+                f"{name} must hold every bag id 0..{num_bags - 1} (the bags of query_bags) at "
+                "least once, and nothing else"
+            )
+    q_bags, k_bags = bags
+    dtype = compute_dtype(torch.promote_types(query.dtype, key.dtype))
+    s = pairwise_similarity(
+        prepare(query.to(dtype), similarity), prepare(key.to(dtype), similarity), similarity
+    )
+    # best key of every bag for every query: (Q, B)
+    best = s.new_full((s.shape[0], num_bags), float("-inf")).scatter_reduce(
+        1, k_bags.expand(s.shape[0], -1), s, reduce="amax", include_self=False
+    )
+    # mean over each bag's queries: (B, B)
+    sums = torch.zeros(num_bags, num_bags, dtype=dtype, device=s.device).index_add(0, q_bags, best)
+    scores = sums / torch.bincount(q_bags, minlength=num_bags).to(dtype)[:, None]
+    logits = scores * scale
+    target = torch.arange(num_bags, device=s.device)
+    loss = torch.nn.functional.cross_entropy(logits, target)
+    if symmetric:
+        loss = loss + torch.nn.functional.cross_entropy(logits.T, target)
+    return loss
 
 
 # ------------------------------------------------------------------------------------------
