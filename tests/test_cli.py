@@ -211,6 +211,11 @@ def test_resume_continues_exactly_and_same_seed_same_metrics(tmp_path, capsys):
     assert all(torch.equal(sa[k], sb[k]) for k in sb)
     ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     assert len(ck["history"]["loss"]) == 6
+    # settings that would change what is trained are refused on --resume, with the way out
+    code, _, err = run(capsys, f"train --resume {tmp_path}/a --lr 0.1")
+    assert code == 2 and "--lr would change what it trains" in err and "--config" in err
+    code, _, err = run(capsys, f"train --resume {tmp_path}/a --loss.temperature 0.5")
+    assert code == 2 and "--loss would change what it trains" in err
     # another seed gives other weights
     assert run(capsys, f"{base} --max-steps 6 --seed 1 --out {tmp_path}/c")[0] == 0
     sc = module_state(tmp_path / "c")

@@ -142,6 +142,10 @@ def _parse_overrides(args: argparse.Namespace, extra: list[str]) -> tuple[dict, 
     return fields, loss_args
 
 
+#: Settings that ``--resume`` may change: how long to train and where, not what is trained.
+RESUME_SETTINGS = {"max_steps", "epochs", "threads", "device", "engine", "plots", "knn_k"}
+
+
 def resolve_config(args: argparse.Namespace, extra: list[str]) -> tuple[RunConfig, Path | None]:
     """The configuration of this run and the run folder to resume (or ``None``)."""
     fields, loss_args = _parse_overrides(args, extra)
@@ -157,6 +161,17 @@ def resolve_config(args: argparse.Namespace, extra: list[str]) -> tuple[RunConfi
                     "written by contrastkit train"
                 )
         cfg = load_config_file(str(resume_dir / "config.toml"))
+        changed = sorted(set(fields) - RESUME_SETTINGS)
+        if getattr(args, "loss", None) is not None or loss_args:
+            changed.insert(0, "loss")
+        if changed:
+            raise CLIError(
+                f"--resume continues a run with its own settings; --{changed[0].replace('_', '-')} "
+                "would change what it trains (only "
+                + ", ".join(f"--{k.replace('_', '-')}" for k in sorted(RESUME_SETTINGS))
+                + " may be given): start a new run with --config "
+                f"{resume_dir / 'config.toml'} instead"
+            )
     elif args.config:
         if args.recipe:
             raise CLIError("pass either --recipe or --config, not both")
