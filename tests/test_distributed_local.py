@@ -302,3 +302,18 @@ def test_world_of_one_without_finite_checks_gives_zero_like_the_plain_loss(engin
                 assert float(loss) == 0.0, (reduction, symmetric, loss)
     finally:
         contrastkit.set_finite_checks(True)
+
+
+def test_init_process_group_outside_torchrun_is_a_world_of_one(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    old = cdist.get_timeout()
+    try:
+        rank, world, device = cdist.init_process_group(backend="gloo", timeout=30)
+        assert (rank, world, device.type) == (0, 1, "cpu")
+        assert not cdist.is_initialized()  # nothing was started, nothing waits for a peer
+        assert cdist.get_timeout() == 30.0
+        q = torch.randn(4, 3, dtype=F64)
+        assert torch.equal(cdist.all_gather(q), q)
+    finally:
+        cdist.set_timeout(old)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -57,3 +58,52 @@ def test_main_job_command_runs(tmp_path):
     )
     assert "kNN accuracy (k=5)" in out.stdout and "raw input" in out.stdout
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_distributed_doc_examples_run_in_a_world_of_one(tmp_path):
+    """docs/distributed.md's two examples, under torchrun's environment for one process."""
+    import socket
+
+    blocks = re.findall(
+        r"```python\n(.*?)```", (ROOT / "docs" / "distributed.md").read_text(), flags=re.S
+    )
+    assert len(blocks) == 2, len(blocks)
+    setup = (
+        "import torch\n"
+        "class DualEncoder(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.a, self.b = torch.nn.Linear(6, 4), torch.nn.Linear(5, 4)\n"
+        "    def forward(self, x, y):\n"
+        "        return self.a(x), self.b(y)\n"
+        "loader = [(torch.randn(3, 6), torch.randn(3, 5)) for _ in range(2)]\n"
+    )
+    between = "img, txt = model(*loader[0])\nfrozen = torch.randn(3, 4)\n"
+    script = tmp_path / "train.py"
+    script.write_text(
+        setup + blocks[0] + between + blocks[1] + "assert loss.ndim == 0\n"
+        "cdist.destroy_process_group()\n"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    # and as a plain `python train.py`, as the page promises: no torchrun environment at all
+    plain = {k: v for k, v in env.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    plain = {k: v for k, v in plain.items() if not k.startswith("MASTER_")}
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=plain, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]

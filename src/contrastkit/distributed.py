@@ -165,9 +165,17 @@ def init_process_group(
     otherwise; with NCCL the process's GPU is ``cuda:LOCAL_RANK`` and is made current.
     ``timeout`` (seconds) is both the process group's timeout and :func:`set_timeout`'s.
 
+    Under a plain ``python train.py`` — a world of one (``WORLD_SIZE`` unset or 1) with neither
+    ``MASTER_ADDR`` nor ``init_method`` to meet at — it starts no process group and returns
+    ``(0, 1, device)``: every function of this module then acts on a world of one, so the same
+    script runs on one device (wrap the model in DistributedDataParallel only when
+    ``world_size > 1``).
+
     Example:
-        >>> # under `torchrun --nproc-per-node 2 train.py`:
-        >>> # rank, world, device = contrastkit.distributed.init_process_group()
+        >>> rank, world, device = init_process_group()  # a plain `python` run: a world of one
+        >>> (rank, world, is_initialized())
+        (0, 1, False)
+        >>> set_timeout(None)  # (the call also set the collectives' timeout)
     """
     if not dist.is_available():
         raise RuntimeError("torch.distributed is not available in this PyTorch build")
@@ -181,6 +189,9 @@ def init_process_group(
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     set_timeout(timeout)
+    alone = world_size == 1 and init_method is None and "MASTER_ADDR" not in os.environ
+    if alone and not is_initialized():  # a plain `python` run: nothing to meet
+        return 0, 1, device
     if not is_initialized():
         dist.init_process_group(
             backend,
