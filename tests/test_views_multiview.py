@@ -219,3 +219,34 @@ def test_noise_and_swap_counts_are_validated():
         with pytest.raises(ValueError, match="num_swaps must be an int >= 0"):
             views.token_swap(ids, bad, pad_id=0)
     assert torch.equal(views.token_swap(ids, 0, pad_id=0), ids)
+
+
+def test_late_interaction_in_key_chunks_equals_one_block_with_gradients():
+    q, k = _leaf(3, 4, 5, seed=2), _leaf(7, 6, 5, seed=3)
+    qm = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    km = torch.ones(7, 6, dtype=torch.bool)
+    km[2, 3:] = False
+    whole = late_interaction_similarity(q, k, qm, km, chunk_size=7)
+    gq, gk = torch.autograd.grad(whole.sum(), [q, k])
+    for chunk in (1, 3):
+        part = late_interaction_similarity(q, k, qm, km, chunk_size=chunk)
+        torch.testing.assert_close(part, whole, rtol=0, atol=1e-15)
+        hq, hk = torch.autograd.grad(part.sum(), [q, k])
+        torch.testing.assert_close(hq, gq, rtol=0, atol=1e-15)
+        torch.testing.assert_close(hk, gk, rtol=0, atol=1e-15)
+
+
+def test_late_interaction_rejects_bad_masks_and_values():
+    q, k = torch.randn(2, 3, 4), torch.randn(2, 5, 4)
+    empty = torch.ones(2, 5, dtype=torch.bool)
+    empty[1] = False
+    with pytest.raises(ValueError, match="key_mask must keep at least one token"):
+        late_interaction_similarity(q, k, key_mask=empty)
+    with pytest.raises(ValueError, match=r"query_mask must be a bool tensor of shape \(2, 3\)"):
+        late_interaction_similarity(q, k, query_mask=torch.ones(2, 3))
+    nan = q.clone()
+    nan[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="query_tokens contains NaN"):
+        late_interaction_similarity(nan, k)
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):
+        late_interaction_similarity(q, k, chunk_size=0)

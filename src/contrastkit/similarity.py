@@ -83,38 +83,70 @@ def late_interaction_similarity(
     query_mask: Tensor | None = None,
     key_mask: Tensor | None = None,
     normalize: bool = True,
+    chunk_size: int | None = None,
 ) -> Tensor:
     r"""Fine-grained token-wise similarity (ColBERT's MaxSim; CiCo, Cheng et al. 2023).
 
     ``s(q, k) = 1/|q| sum_{t in q} max_{u in k} <q_t, k_u>`` over unmasked tokens, for every
     query/key pair: ``(B, Tq, D) x (N, Tk, D) -> (B, N)``.  Masks are bool ``(B, Tq)`` /
-    ``(N, Tk)``, True for real tokens.  Use it with
+    ``(N, Tk)``, True for real tokens; every query and key needs at least one.  Use it with
     :func:`contrastkit.functional.info_nce_from_logits`.
+
+    The token scores of ``B x chunk x Tq x Tk`` pairs live at a time: ``chunk_size`` keys per
+    step (default: as many as keep that block near 2**24 scores, 64 MiB in float32), so a
+    large batch of long sequences does not need the whole ``B x N x Tq x Tk`` block; the
+    backward keeps only the ``B x N x Tq`` positions of the maxima.
 
     Example:
         >>> import torch
         >>> late_interaction_similarity(torch.randn(2, 5, 8), torch.randn(3, 4, 8)).shape
         torch.Size([2, 3])
     """
-    if query_tokens.dim() != 3 or key_tokens.dim() != 3:
-        raise ValueError(
-            "query_tokens and key_tokens must be (batch, tokens, dim), got "
-            f"{tuple(query_tokens.shape)} and {tuple(key_tokens.shape)}"
-        )
+    for name, t in (("query_tokens", query_tokens), ("key_tokens", key_tokens)):
+        if not isinstance(t, Tensor) or not t.is_floating_point() or t.dim() != 3:
+            raise ValueError(
+                f"{name} must be a float tensor of shape (batch, tokens, dim), got "
+                f"{type(t).__name__ if not isinstance(t, Tensor) else (t.dtype, tuple(t.shape))}"
+            )
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
     if query_tokens.shape[-1] != key_tokens.shape[-1]:
         raise ValueError("query_tokens and key_tokens must have the same feature size")
-    q = query_tokens.to(compute_dtype(query_tokens.dtype))
-    k = key_tokens.to(compute_dtype(key_tokens.dtype))
+    masks = []
+    for name, m, t in (
+        ("query_mask", query_mask, query_tokens),
+        ("key_mask", key_mask, key_tokens),
+    ):
+        if m is not None:
+            if not isinstance(m, Tensor) or m.dtype != torch.bool or m.shape != t.shape[:2]:
+                raise ValueError(f"{name} must be a bool tensor of shape {tuple(t.shape[:2])}")
+            if not bool(m.any(dim=1).all()):
+                raise ValueError(f"{name} must keep at least one token in every row")
+            m = m.to(t.device)
+        masks.append(m)
+    query_mask, key_mask = masks
+    if chunk_size is None:
+        per_key = query_tokens.shape[0] * query_tokens.shape[1] * key_tokens.shape[1]
+        chunk_size = max(1, (1 << 24) // max(per_key, 1))
+    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    dtype = compute_dtype(torch.promote_types(query_tokens.dtype, key_tokens.dtype))
+    q = query_tokens.to(dtype)
+    k = key_tokens.to(dtype)
     if normalize:
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-    tok = torch.einsum("btd,nud->bntu", q, k)
-    if key_mask is not None:
-        tok = tok.masked_fill(~key_mask[None, :, None, :], torch.finfo(tok.dtype).min)
-    best = tok.max(dim=-1).values  # (B, N, Tq)
+    best = []
+    for start in range(0, k.shape[0], chunk_size):
+        tok = torch.einsum("btd,nud->bntu", q, k[start : start + chunk_size])
+        if key_mask is not None:
+            keep = key_mask[None, start : start + chunk_size, None, :]
+            tok = tok.masked_fill(~keep, torch.finfo(tok.dtype).min)
+        best.append(tok.max(dim=-1).values)  # (B, chunk, Tq); backward keeps the indices only
+    best_all = torch.cat(best, dim=1)
     if query_mask is None:
-        return best.mean(dim=-1)
-    qm = query_mask[:, None, :].to(best.dtype)
-    return (best * qm).sum(-1) / qm.sum(-1).clamp_min(1.0)
+        return best_all.mean(dim=-1)
+    qm = query_mask[:, None, :].to(best_all.dtype)
+    return (best_all * qm).sum(-1) / qm.sum(-1)
 
 
 def gated_cosine_similarity(query: Tensor, key: Tensor, gates: Tensor) -> Tensor:
