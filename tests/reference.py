@@ -121,3 +121,25 @@ def siglip_reference(query, key, t, bias, positive):
             x = z * (t * _sim(query[i], key[j], "cosine") + bias)
             total = total - torch.log(1.0 / (1.0 + torch.exp(-x)))
     return total / query.shape[0]
+
+
+REFERENCE_TOL = 1e-10
+
+
+def leaf(*shape: int, seed: int) -> torch.Tensor:
+    """A float64 leaf tensor of standard normals from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_(True)
+
+
+def compare_with_reference(lib_fn, ref_fn, inputs, tol: float = REFERENCE_TOL) -> None:
+    """The library's loss and every input gradient against the reference's, in float64."""
+    out = lib_fn(*inputs)
+    grads = torch.autograd.grad(out, inputs)
+    ref_inputs = [x.detach().clone().requires_grad_(True) for x in inputs]
+    ref = ref_fn(*ref_inputs)
+    ref_grads = torch.autograd.grad(ref, ref_inputs)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, ref.reshape(()), rtol=tol, atol=tol)
+    for g, rg in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, rg, rtol=tol, atol=tol)

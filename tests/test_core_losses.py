@@ -9,27 +9,11 @@ import torch
 
 import contrastkit.functional as CF
 from contrastkit.losses import InfoNCE, NTXent, SigLIP, SupCon
+from reference import compare_with_reference as _compare
 from reference import infonce_reference, ntxent_reference, siglip_reference, supcon_reference
+from reference import leaf as _leaf
 
 TOL = 1e-10
-
-
-def _leaf(*shape, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_(True)
-
-
-def _compare(lib_fn, ref_fn, inputs):
-    """Loss and every input gradient of the library against the reference."""
-    out = lib_fn(*inputs)
-    grads = torch.autograd.grad(out, inputs)
-    ref_inputs = [x.detach().clone().requires_grad_(True) for x in inputs]
-    ref = ref_fn(*ref_inputs)
-    ref_grads = torch.autograd.grad(ref, ref_inputs)
-    assert out.dtype == torch.float64
-    torch.testing.assert_close(out, ref.reshape(()), rtol=TOL, atol=TOL)
-    for g, rg in zip(grads, ref_grads, strict=True):
-        torch.testing.assert_close(g, rg, rtol=TOL, atol=TOL)
 
 
 # ---------------------------------------------------------------------------- InfoNCE

@@ -6,25 +6,11 @@ import pytest
 import torch
 
 import contrastkit.functional as CF
+from reference import compare_with_reference as _compare
 from reference import infonce_reference
+from reference import leaf as _leaf
 
 TOL = 1e-10
-
-
-def _leaf(*shape, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_(True)
-
-
-def _compare(lib_fn, ref_fn, inputs):
-    out = lib_fn(*inputs)
-    grads = torch.autograd.grad(out, inputs)
-    ref_inputs = [x.detach().clone().requires_grad_(True) for x in inputs]
-    ref = ref_fn(*ref_inputs)
-    ref_grads = torch.autograd.grad(ref, ref_inputs)
-    torch.testing.assert_close(out, ref.reshape(()), rtol=TOL, atol=TOL)
-    for g, rg in zip(grads, ref_grads, strict=True):
-        torch.testing.assert_close(g, rg, rtol=TOL, atol=TOL)
 
 
 @pytest.mark.parametrize("decoupled", [False, True])

@@ -81,6 +81,19 @@ def check_same_dim(names: Sequence[str], tensors: Sequence[Tensor]) -> None:
         raise ValueError(f"tensors must be on one device ({desc})")
 
 
+def check_views(loss: str, views: Sequence[object]) -> tuple[Tensor, ...]:
+    """At least two ``(B, D)`` views of the same ``B`` samples, one feature size, one device."""
+    if len(views) < 2:
+        raise ValueError(f"{loss} needs at least 2 views, got {len(views)}")
+    checked = tuple(check_embeddings(f"views[{i}]", v) for i, v in enumerate(views))
+    n = checked[0].shape[0]
+    for i, v in enumerate(checked):
+        if v.shape[0] != n:
+            raise ValueError(f"views[{i}] has {v.shape[0]} rows but views[0] has {n}")
+    check_same_dim([f"views[{i}]" for i in range(len(checked))], checked)
+    return checked
+
+
 def check_labels(name: str, labels: object, length: int, device: torch.device) -> Tensor:
     labels = check_tensor(name, labels)
     if labels.is_floating_point() or labels.is_complex():

@@ -22,6 +22,7 @@ from contrastkit._validation import (
     check_positive_scalar,
     check_same_dim,
     check_tensor,
+    check_views,
     finite_checks_enabled,
 )
 from contrastkit.engine import select_engine
@@ -458,14 +459,8 @@ def nt_xent(
         torch.Size([])
     """
     with _checks_on_every_rank("info_nce", distributed):
-        if len(views) < 2:
-            raise ValueError(f"nt_xent needs at least 2 views, got {len(views)}")
-        views = tuple(check_embeddings(f"views[{i}]", v) for i, v in enumerate(views))
+        views = check_views("nt_xent", views)
         n = views[0].shape[0]
-        for i, v in enumerate(views):
-            if v.shape[0] != n:
-                raise ValueError(f"views[{i}] has {v.shape[0]} rows but views[0] has {n}")
-        check_same_dim([f"views[{i}]" for i in range(len(views))], views)
     sample = (_sample_id_offset(distributed) + torch.arange(n, device=views[0].device)).repeat(2)
     losses = [
         info_nce(

@@ -32,6 +32,7 @@ from contrastkit._validation import (
     check_positive_scalar,
     check_same_dim,
     check_tensor,
+    check_views,
 )
 from contrastkit.functional import (
     REDUCTIONS,
@@ -454,16 +455,10 @@ def cacr(
         >>> cacr(torch.randn(8, 16), torch.randn(8, 16), torch.randn(8, 16)).shape
         torch.Size([])
     """
-    if len(views) < 2:
-        raise ValueError(f"cacr needs at least 2 views, got {len(views)}")
-    views = tuple(check_embeddings(f"views[{i}]", v) for i, v in enumerate(views))
+    views = check_views("cacr", views)
     n = views[0].shape[0]
-    for i, v in enumerate(views):
-        if v.shape[0] != n:
-            raise ValueError(f"views[{i}] has {v.shape[0]} rows but views[0] has {n}")
     if n < 2:
         raise ValueError("cacr needs at least 2 samples (negatives are the other samples)")
-    check_same_dim([f"views[{i}]" for i in range(len(views))], views)
     for name, value in (
         ("alpha", alpha),
         ("beta", beta),

@@ -30,6 +30,7 @@ from contrastkit._validation import (
     check_positive_scalar,
     check_same_dim,
     check_tensor,
+    check_views,
 )
 from contrastkit.functional import REDUCTIONS, _reduce, build_pairing, info_nce
 from contrastkit.objectives.infonce import masked_fill_value
@@ -105,14 +106,8 @@ def nt_xent_am(
         >>> nt_xent_am(z1, z2, temperature=0.2, margin=0.1).shape
         torch.Size([])
     """
-    if len(views) < 2:
-        raise ValueError(f"nt_xent_am needs at least 2 views, got {len(views)}")
-    views = tuple(check_embeddings(f"views[{i}]", v) for i, v in enumerate(views))
-    check_same_dim([f"views[{i}]" for i in range(len(views))], views)
+    views = check_views("nt_xent_am", views)
     n = views[0].shape[0]
-    for i, v in enumerate(views):
-        if v.shape[0] != n:
-            raise ValueError(f"views[{i}] has {v.shape[0]} rows but views[0] has {n}")
     check_finite_scalar("margin", margin)
     if not symmetric:
         if len(views) != 2:
