@@ -155,8 +155,9 @@ def test_recipe_runs_end_to_end(recipe, tmp_path, capsys, pairs_files):
         d = pairs_files
         extra = f"--a {d}/a.npy --b {d}/b.npy --labels {d}/y.npy --batch-size 128"
     cmd = f"train --recipe {recipe} --max-steps 2 --batch-size 64 {FAST} {extra} --out {out}"
-    code, stdout, _ = run(capsys, cmd)
+    code, stdout, stderr = run(capsys, cmd)
     assert code == 0
+    assert "\r" not in stderr and "%|" not in stderr  # no progress bar (lit: the model loader's)
     for name in ["metrics.json", "config.toml", "checkpoint.pt", *PLOTS]:
         assert (out / name).is_file(), name
     for name in PLOTS:
@@ -261,6 +262,10 @@ def _bad_cases(root, pairs):
     (root / "afile").write_text("x")
     np.save(root / "float_labels.npy", np.linspace(0, 5, 600))
     (root / "late.toml").write_text('[loss]\nname = "NTXent"\nepochs = 3\n')
+    (root / "name3.toml").write_text("[loss]\nname = 3\n")
+    (root / "noloss.toml").write_text('[loss]\nname = "tripletx"\n')
+    (root / "temp.toml").write_text('[loss]\nname = "InfoNCE"\ntemp = 0.1\n')
+    (root / "str_epochs.toml").write_text('epochs = "3"\n')
     p = ["--recipe", "pairs", "--b", pairs / "b.npy"]
     return {
         "missing file": (p + ["--a", root / "nope.npy"], "does not exist"),
@@ -274,7 +279,7 @@ def _bad_cases(root, pairs):
         "bad loss value": (["--loss.temperature", "hot"], "expects a float"),
         "invalid loss value": (["--loss.temperature", "-1"], "temperature"),
         "unknown setting": (["--epoch", "3"], "unknown argument"),
-        "bad setting value": (["--epochs", "many"], "expects a int"),
+        "bad setting value": (["--epochs", "many"], "--epochs expects an integer"),
         "bad range": (["--batch-size", "1"], "batch-size"),
         "unknown engine": (["--engine", "warp"], "--engine warp is not available"),
         "malformed config": (["--config", root / "bad.toml"], "not valid TOML"),
@@ -295,6 +300,17 @@ def _bad_cases(root, pairs):
         "nan augmentation": (["--rotate", "nan"], "--rotate must be a finite number"),
         "run setting under [loss]": (["--config", root / "late.toml"], "above the [loss] table"),
         "output is a file": (["--out", root / "afile"], "is a file"),
+        "loss name not a string": (["--config", root / "name3.toml"], "with a `name` (a string)"),
+        "unknown loss in a config": (["--config", root / "noloss.toml"], "[loss] unknown loss"),
+        "unknown loss argument in a config": (
+            ["--config", root / "temp.toml"],
+            "temp.toml: [loss] InfoNCE has no argument 'temp'",
+        ),
+        "config value of the wrong type": (
+            ["--config", root / "str_epochs.toml"],
+            "epochs must be an integer, got '3'",
+        ),
+        "loss name as a loss argument": (["--loss.name", "infonce"], "chosen with --loss NAME"),
     }
 
 
@@ -320,6 +336,24 @@ def test_existing_output_folder_is_not_overwritten(tmp_path, capsys):
     code, _, err = run(capsys, f"train --out {tmp_path}/run --max-steps 1")
     assert code == 2 and "--resume" in err
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+
+
+def test_other_processes_do_not_check_the_run_folder_that_the_first_creates(
+    tmp_path, capsys, monkeypatch
+):
+    """Under torchrun process 0 may have created --out (and written config.toml) before process
+    1 gets there: process 1 must not refuse it as "not empty" (torchrun would kill the run)."""
+    from contrastkit.cli import _dist, _train
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.toml").write_text("# process 0's\n")
+    monkeypatch.setattr(_dist, "setup", lambda device: _dist.Context(1, 2, device))
+    monkeypatch.setattr(_dist, "teardown", lambda ctx: None)
+    seen = []
+    monkeypatch.setattr(_train, "train", lambda *a, **k: seen.append(a[2]) or {"interrupted": 0})
+    code, _, err = run(capsys, f"train --max-steps 1 --batch-size 32 {QUIET} --out {tmp_path}/run")
+    assert code == 0 and seen == [None], err
+    assert (tmp_path / "run" / "config.toml").read_text() == "# process 0's\n"
 
 
 def test_lit_recipe_without_text_extra_says_what_to_install(tmp_path, capsys, monkeypatch):
@@ -377,6 +411,10 @@ def test_pairs_run_folder_works_from_another_directory(tmp_path, capsys, monkeyp
     monkeypatch.chdir(pairs_files)
     cmd = f"train --recipe pairs --a a.npy --b b.npy --labels y.npy --max-steps 1 {QUIET}"
     assert run(capsys, f"{cmd} --out {tmp_path}/r")[0] == 0
+    # a (24 columns) and b (20) are different spaces: no raw retrieval, but a's classes are
+    raw = metrics_of(tmp_path / "r")["metrics"]["raw input"]
+    assert raw["recall@1"] is None and raw["modality_gap"] is None
+    assert raw["knn_accuracy"] > 0.5 and raw["linear_probe_accuracy"] > 0.5
     monkeypatch.chdir(tmp_path)
     code, out, err = run(capsys, "eval r")
     assert code == 0 and "kNN accuracy" in out, err
@@ -428,6 +466,11 @@ def test_bench_refuses_bad_sizes_and_reports_failing_rows_on_cuda(tmp_path, caps
     (tmp_path / "b" / "x").write_text("x")
     code, _, err = run(capsys, f"bench --out {tmp_path}/b")
     assert code == 2 and "--resume" not in err
+    # a loss that two embedding sets without labels cannot drive fails before any row runs
+    for loss in ("triplet", "squentropy"):
+        code, out, err = run(capsys, f"bench --loss {loss} --batch-sizes 8")
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert f"--loss {loss}:" in err and "choose an embedding loss" in err
 
     def fails(spec):
         raise ValueError("this loss needs labels")
@@ -472,6 +515,9 @@ def test_bench_table_json_and_plot(tmp_path, capsys):
         (e, b) for e in ("dense", "streaming") for b in (32, 64)
     ]
     assert all(r["ms"] > 0 and r["peak_mib"] >= 0 for r in rows)
+    # 64 x 64 similarities are ~16 KiB: the first call's one-off costs (~10 MiB of library code
+    # and thread start-up) are not counted as the engine's memory
+    assert all(r["peak_mib"] < 4 for r in rows), rows
     assert (tmp_path / "b" / "bench.png").is_file()
     assert run(capsys, "bench --engines warp")[0] == 2
 

@@ -1,14 +1,14 @@
 """``contrastkit bench``: the engines side by side, time and peak memory over batch sizes.
 
 On a CPU each measurement runs in a fresh subprocess (``python -m contrastkit.cli._bench
-WORKER_JSON``) and peak memory is the growth of its peak resident set; on CUDA it is
+WORKER_JSON``) and peak memory is the growth of its peak resident set (``VmHWM``, reset after
+a warm-up on a tiny batch); on CUDA it is
 ``torch.cuda.max_memory_allocated`` in this process.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -19,15 +19,29 @@ import torch
 from contrastkit.cli.config import CLIError, build_loss
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
+def _status_mib(field: str) -> float:
+    """A field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss() -> float:
+    """Reset the peak resident size (``VmHWM``) to the current one, which is returned.
+    (``ru_maxrss`` would not do: it carries the parent process's resident size across exec.)"""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:  # the peak then also covers the warm-up, which is small
+        pass
+    return _status_mib("VmRSS")
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Median milliseconds of one forward+backward of the loss on random ``(B, D)`` pairs, and
-    the peak memory above what was allocated before the first call."""
+    the peak memory above what was allocated before the first call at that size."""
     device = torch.device(spec["device"])
     torch.manual_seed(0)
     b, d = spec["batch_size"], spec["dim"]
@@ -36,17 +50,21 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     k = torch.randn(b, d, device=device, requires_grad=True)
     from contrastkit.cli._tasks import call_loss
 
-    def once() -> None:
+    def once(q: torch.Tensor = q, k: torch.Tensor = k) -> None:
         loss = call_loss(loss_fn, q, k)
         loss.backward()
         q.grad = k.grad = None
 
+    # A first call on a tiny batch: the one-off costs of the first forward+backward (library
+    # code paged in, autograd and thread-pool start-up, some MiB of RSS) are not the engine's.
+    for n in (2, 8):
+        once(*(torch.randn(n, d, device=device, requires_grad=True) for _ in range(2)))
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = _rss_mib()
+        base = _reset_peak_rss()
     once()
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -60,7 +78,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if device.type == "cuda":
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+        peak = _status_mib("VmHWM") - base
     times.sort()
     return {**spec, "ms": times[len(times) // 2], "peak_mib": max(0.0, peak)}
 
@@ -88,7 +106,18 @@ def run_bench(
     for e in engines:
         if e not in known:
             raise CLIError(f"engine {e!r} is not available here; available: {', '.join(known)}")
-    build_loss({"name": loss})  # an unknown loss fails before anything runs
+    from contrastkit.cli._tasks import check_loss_call
+
+    loss_fn = build_loss({"name": loss})  # an unknown loss fails before anything runs
+    try:  # and so does one that the rows cannot call (a loss of logits, or one that needs labels)
+        check_loss_call(loss_fn, with_labels=False)
+    except CLIError as e:
+        cause = str(e.__cause__ or e).strip().splitlines()
+        raise CLIError(
+            f"--loss {loss}: {type(loss_fn).__name__} cannot be timed on two sets of embeddings "
+            f"without labels ({cause[0] if cause else 'it failed'}); choose an embedding loss "
+            "such as infonce, siglip, supcon or cwcl"
+        ) from None
     rows = []
     for engine in engines:
         for b in batch_sizes:

@@ -115,6 +115,11 @@ def save_bench_plot(path: Path, rows: list[dict[str, Any]]) -> Path | None:
     if not available():
         return None
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogFormatter, NullLocator
+
+    class Plain(LogFormatter):  # 0.6, 20, 300 rather than 6e-01, 2x10^1, 3x10^2
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
 
     fig = Figure(figsize=(9, 4), layout="constrained")
     axes = fig.subplots(1, 2)
@@ -124,8 +129,16 @@ def save_bench_plot(path: Path, rows: list[dict[str, Any]]) -> Path | None:
         axes[0].plot(bs, [r["ms"] for r in rs], marker="o", label=engine)
         axes[1].plot(bs, [r["peak_mib"] for r in rs], marker="o", label=engine)
     axes[0].set(xscale="log", yscale="log", xlabel="batch size", ylabel="ms per forward+backward")
-    axes[1].set(xscale="log", yscale="log", xlabel="batch size", ylabel="peak memory (MiB)")
+    # symlog: a batch that fits in memory already held reads 0 MiB, which a log axis cannot show
+    axes[1].set_yscale("symlog", linthresh=1.0)
+    axes[1].set(xscale="log", xlabel="batch size", ylabel="peak extra memory (MiB)")
+    axes[1].set_ylim(bottom=0)
+    sizes = sorted({r["batch_size"] for r in rows})
     for ax in axes:
+        ax.set_xticks(sizes, [str(b) for b in sizes])  # the measured sizes, not 10^k labels
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+        ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle("contrastkit engines")

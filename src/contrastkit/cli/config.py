@@ -129,8 +129,16 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     """Check a recipe/config value against the field's type (TOML already typed it)."""
     default = getattr(RunConfig(), key)
     if key == "loss":
-        if not isinstance(value, dict) or "name" not in value:
-            raise CLIError(f"{where}: [loss] must be a table with a `name`")
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            raise CLIError(f"{where}: [loss] must be a table with a `name` (a string)")
+        try:  # an unknown loss or argument names the file and the table it is in
+            cls = resolve_loss_class(value["name"])
+            params = loss_parameters(cls)
+            for arg in value:
+                if arg != "name" and arg not in params:
+                    raise _no_argument(cls, arg, params)
+        except CLIError as e:
+            raise CLIError(f"{where}: [loss] {e}") from None
         return dict(value)
     if isinstance(default, bool):
         ok = isinstance(value, bool)
@@ -144,8 +152,17 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise CLIError(f"{where}: {key} must be a {type(default).__name__}, got {value!r}")
+        raise CLIError(f"{where}: {key} must be {_KIND[type(default)]}, got {value!r}")
     return value
+
+
+_KIND = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list of strings",
+}
 
 
 def parse_value(key: str, text: str) -> Any:
@@ -160,7 +177,7 @@ def parse_value(key: str, text: str) -> Any:
         if isinstance(default, int):
             return int(text)
     except ValueError:
-        raise CLIError(f"{flag} expects a {type(default).__name__}, got {text!r}") from None
+        raise CLIError(f"{flag} expects {_KIND[type(default)]}, got {text!r}") from None
     if isinstance(default, list):
         return [s.strip() for s in text.split(",") if s.strip()]
     return text
@@ -212,7 +229,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.engine != "auto" and cfg.engine not in ENGINES:
         raise CLIError(
             f"--engine {cfg.engine} is not available in this installation; "
-            f"use auto or one of {', '.join(sorted(ENGINES))}"
+            f"use auto or one of {', '.join(sorted(set(ENGINES) - {'auto'}))}"
         )
     if cfg.task == "pairs" and not (cfg.a and cfg.b):
         raise CLIError("the pairs recipe needs two aligned embedding files: --a X.npy --b Y.npy")
@@ -263,7 +280,9 @@ def loss_parameters(cls: type) -> dict[str, inspect.Parameter]:
 
 def _no_argument(cls: type, key: str, params: dict) -> CLIError:
     hint = (
-        f" ({key} is a run setting: in a TOML file, put it above the [loss] table)"
+        " (the loss itself is chosen with --loss NAME, or `name` in a TOML [loss] table)"
+        if key == "name"
+        else f" ({key} is a run setting: in a TOML file, put it above the [loss] table)"
         if key in FIELDS
         else ""
     )

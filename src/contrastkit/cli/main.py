@@ -255,8 +255,10 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         if resume_dir is not None:
             run_dir = resume_dir
             resume = _train.load_checkpoint(run_dir / _train.CHECKPOINT)
+        elif ctx.is_main:  # the first process writes the run folder; the others never look at
+            run_dir = plan_run_dir(args.out, cfg.recipe)  # it (it may already be the first's)
         else:
-            run_dir = plan_run_dir(args.out, cfg.recipe)
+            run_dir = None
         torch.manual_seed(cfg.seed)
         task = build_task(cfg)  # loads and checks the data, the loss and the models
         if resume is not None:
