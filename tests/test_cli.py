@@ -277,7 +277,10 @@ def _bad_cases(root, pairs):
         "unknown loss": (["--loss", "tripletx"], "unknown loss"),
         "unknown loss argument": (["--loss.tau", "0.1"], "has no argument 'tau'"),
         "bad loss value": (["--loss.temperature", "hot"], "expects a float"),
-        "invalid loss value": (["--loss.temperature", "-1"], "temperature"),
+        "invalid loss value": (
+            ["--loss.temperature", "-1"],
+            "(--loss.temperature / [loss] temperature)",
+        ),
         "unknown setting": (["--epoch", "3"], "unknown argument"),
         "bad setting value": (["--epochs", "many"], "--epochs expects an integer"),
         "bad range": (["--batch-size", "1"], "batch-size"),
@@ -558,3 +561,13 @@ def test_loss_names_may_leave_out_the_loss_suffix():
     assert resolve_loss_class("triplet") is TripletLoss
     assert resolve_loss_class("Circle_Loss") is CircleLoss
     assert resolve_loss_class("info-nce") is InfoNCE
+
+
+def test_two_tower_heatmap_names_its_axes_by_modality():
+    from contrastkit.cli import _plots
+
+    x, z, y = torch.randn(20, 4), torch.randn(20, 4), torch.arange(20) % 3
+    ax = _plots._heatmap({"test": x, "labels": y, "test_other": z}).axes[0]
+    assert ax.get_ylabel().endswith("first modality") and ax.get_xlabel().endswith("other modality")
+    ax = _plots._heatmap({"test": x, "labels": y}).axes[0]
+    assert ax.get_xlabel() == ax.get_ylabel() == "held-out rows sorted by class"

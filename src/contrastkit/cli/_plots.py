@@ -86,8 +86,12 @@ def _heatmap(data: dict[str, Any]):
     b = F.normalize(other[idx].double(), dim=1) if other is not None else a
     title = "cosine similarity" + (" (one modality vs the other)" if other is not None else "")
     fig = plots.plot_similarity_matrix(a @ b.T, title=title, cmap="magma")
-    what = "held-out rows" + (" sorted by class" if y is not None else "")
-    fig.axes[0].set(xlabel=what, ylabel=what)
+    order = " sorted by class" if y is not None else ""
+    if other is not None:  # rows: the first modality's embeddings, columns: the other's
+        fig.axes[0].set(xlabel=f"held-out rows{order}, other modality",
+                        ylabel=f"held-out rows{order}, first modality")  # fmt: skip
+    else:
+        fig.axes[0].set(xlabel=f"held-out rows{order}", ylabel=f"held-out rows{order}")
     return fig
 
 

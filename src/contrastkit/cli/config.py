@@ -331,7 +331,10 @@ def build_loss(spec: dict[str, Any], engine: str = "auto", distributed: bool = F
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise CLIError(f"cannot build {cls.__name__}({kwargs}): {e}") from None
+        # name the --loss.<arg> flag (or [loss] key) behind the error when it is one of them
+        flag = next((k for k in kwargs if str(e).startswith(k)), None)
+        hint = f" (--loss.{flag} / [loss] {flag})" if flag and flag in spec else ""
+        raise CLIError(f"cannot build {cls.__name__}({kwargs}): {e}{hint}") from None
 
 
 # -- writing the resolved configuration ------------------------------------------------------
