@@ -13,8 +13,11 @@ Logits are ``s(q, k) / temperature``. A learnable temperature is stored as a log
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +39,21 @@ def no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
         return torch.autocast(device.type, enabled=False)
     except RuntimeError:  # a device type without autocast (meta, ...): nothing to turn off
         return contextlib.nullcontext()
+
+
+def autocast_off(method: Callable) -> Callable:
+    """For the ``forward``/``backward`` of a ``torch.autograd.Function``: run it under
+    :func:`no_autocast` on the device of its first tensor argument.  (A custom backward runs
+    under the autocast state of whoever calls ``.backward()``, so it needs this as much as the
+    forward does.)"""
+
+    @functools.wraps(method)
+    def wrapper(ctx: Any, *args: Any) -> Any:
+        device = next((a.device for a in args if isinstance(a, Tensor)), torch.device("cpu"))
+        with no_autocast(device):
+            return method(ctx, *args)
+
+    return wrapper
 
 
 def prepare(x: Tensor, similarity: str) -> Tensor:

@@ -45,7 +45,7 @@ from contrastkit.engine import dense
 from contrastkit.objectives.infonce import InfoNCESpec, apply_margin, masked_fill_value
 from contrastkit.objectives.sigmoid import sigmoid_row_sums
 from contrastkit.pairing import Pairing
-from contrastkit.similarity import no_autocast, pairwise_similarity, prepare
+from contrastkit.similarity import autocast_off, no_autocast, pairwise_similarity, prepare
 
 __all__ = ["info_nce", "siglip"]
 
@@ -451,12 +451,8 @@ class _RingLoss(torch.autograd.Function):
     keys (queries), computed block by block as the blocks travel around the ring."""
 
     @staticmethod
+    @autocast_off  # float32 blocks under torch.autocast too
     def forward(ctx, plan, q, k, scale, bias, extra):  # type: ignore[override]
-        with no_autocast(q.device):  # float32 blocks under torch.autocast too
-            return _RingLoss._forward(ctx, plan, q, k, scale, bias, extra)
-
-    @staticmethod
-    def _forward(ctx, plan, q, k, scale, bias, extra):
         ctx.plan = plan
         dim = q.shape[1]
         q_range = _ranges(plan.q_sizes)[plan.rank]
@@ -504,12 +500,8 @@ class _RingLoss(torch.autograd.Function):
         return loss_q, valid_q, loss_k, valid_k
 
     @staticmethod
+    @autocast_off
     def backward(ctx, g_q, _gv_q, g_k, _gv_k):  # type: ignore[override]
-        with no_autocast(g_q.device):
-            return _RingLoss._backward(ctx, g_q, _gv_q, g_k, _gv_k)
-
-    @staticmethod
-    def _backward(ctx, g_q, _gv_q, g_k, _gv_k):
         plan = ctx.plan
         q, k, scale, bias, extra = ctx.saved_tensors
         dim = q.shape[1]

@@ -55,6 +55,7 @@ from torch import Tensor
 from contrastkit.objectives.infonce import InfoNCESpec, masked_fill_value
 from contrastkit.pairing import Pairing
 from contrastkit.similarity import (
+    autocast_off,
     no_autocast,
     pairwise_similarity,
     prepare,
@@ -225,6 +226,7 @@ class _StreamingInfoNCE(torch.autograd.Function):
         return tuple(outputs)
 
     @staticmethod
+    @autocast_off  # recomputed tiles in float32, as in forward
     def backward(ctx, *grads):
         pairing, spec, both, tile, n_r, n_c = ctx.setup
         q, k, scale, extra_lse, *saved = ctx.saved_tensors
@@ -235,22 +237,21 @@ class _StreamingInfoNCE(torch.autograd.Function):
         if both:
             lse_c, plse_c, sum_w_c = saved[n_r:]
             coef_c = torch.where(torch.isfinite(lse_c), grads[2], 0.0) * scale
-        with no_autocast(q.device):  # recomputed tiles in float32, as in forward
-            q_scaled = _scaled(q, scale, spec.similarity)
-            dq = torch.zeros_like(q) if need_q else None
-            dk = torch.zeros_like(k) if need_k else None
-            dscale = torch.zeros((), dtype=q.dtype, device=q.device)
-            coef_rs = coef_r * scale
-            for rs, cs in _tiles(q.shape[0], k.shape[0], tile):
-                t = _Tile(q, k, q_scaled, pairing, rs, cs, scale, spec)
-                pr = None if plse_r is None else plse_r[rs]
-                g = _add_d_logits(None, t, coef_rs[rs], lse_r[rs], pr, sum_w_r[rs], 1)
-                if both:
-                    pc = None if plse_c is None else plse_c[cs]
-                    g = _add_d_logits(g, t, coef_c[cs], lse_c[cs], pc, sum_w_c[cs], 0)
-                if need_scale:  # sum_ij dLoss/dlogits_ij * logits_ij / scale
-                    dscale += torch.dot(g.view(-1), t.logits.reshape(-1))
-                _accumulate_sim_grads(g, q, k, rs, cs, dq, dk, spec.similarity)
+        q_scaled = _scaled(q, scale, spec.similarity)
+        dq = torch.zeros_like(q) if need_q else None
+        dk = torch.zeros_like(k) if need_k else None
+        dscale = torch.zeros((), dtype=q.dtype, device=q.device)
+        coef_rs = coef_r * scale
+        for rs, cs in _tiles(q.shape[0], k.shape[0], tile):
+            t = _Tile(q, k, q_scaled, pairing, rs, cs, scale, spec)
+            pr = None if plse_r is None else plse_r[rs]
+            g = _add_d_logits(None, t, coef_rs[rs], lse_r[rs], pr, sum_w_r[rs], 1)
+            if both:
+                pc = None if plse_c is None else plse_c[cs]
+                g = _add_d_logits(g, t, coef_c[cs], lse_c[cs], pc, sum_w_c[cs], 0)
+            if need_scale:  # sum_ij dLoss/dlogits_ij * logits_ij / scale
+                dscale += torch.dot(g.view(-1), t.logits.reshape(-1))
+            _accumulate_sim_grads(g, q, k, rs, cs, dq, dk, spec.similarity)
         d_extra = None
         if need_extra:
             d_extra = coef_r * torch.exp(extra_lse - lse_r)
@@ -305,22 +306,22 @@ class _StreamingLSE(torch.autograd.Function):
         return lse
 
     @staticmethod
+    @autocast_off  # recomputed tiles in float32, as in forward
     def backward(ctx, grad):
         similarity, tile = ctx.setup
         q, x, scale, lse = ctx.saved_tensors
         need_q, need_x, need_scale = ctx.needs_input_grad[:3]
-        with no_autocast(q.device):
-            q_scaled = _scaled(q, scale, similarity)
-            dq = torch.zeros_like(q) if need_q else None
-            dx = torch.zeros_like(x) if need_x else None
-            dscale = torch.zeros((), dtype=q.dtype, device=q.device)
-            coef = grad * scale
-            for rs, cs in _tiles(q.shape[0], x.shape[0], tile):
-                logits = _logits(q, x, q_scaled, rs, cs, scale, similarity)
-                g = torch.exp(logits - lse[rs, None]).mul_(coef[rs, None])
-                if need_scale:
-                    dscale += torch.dot(g.view(-1), logits.view(-1))
-                _accumulate_sim_grads(g, q, x, rs, cs, dq, dx, similarity)
+        q_scaled = _scaled(q, scale, similarity)
+        dq = torch.zeros_like(q) if need_q else None
+        dx = torch.zeros_like(x) if need_x else None
+        dscale = torch.zeros((), dtype=q.dtype, device=q.device)
+        coef = grad * scale
+        for rs, cs in _tiles(q.shape[0], x.shape[0], tile):
+            logits = _logits(q, x, q_scaled, rs, cs, scale, similarity)
+            g = torch.exp(logits - lse[rs, None]).mul_(coef[rs, None])
+            if need_scale:
+                dscale += torch.dot(g.view(-1), logits.view(-1))
+            _accumulate_sim_grads(g, q, x, rs, cs, dq, dx, similarity)
         d_scale = (dscale / (scale * scale)).to(scale.dtype) if need_scale else None
         return dq, dx, d_scale, None, None
 
@@ -402,6 +403,7 @@ class _StreamingSigmoid(torch.autograd.Function):
         return rows
 
     @staticmethod
+    @autocast_off  # recomputed tiles in float32, as in forward
     def backward(ctx, grad):
         pairing, similarity, tile = ctx.setup
         q, k, scale, bias = ctx.saved_tensors
@@ -410,18 +412,17 @@ class _StreamingSigmoid(torch.autograd.Function):
         dk = torch.zeros_like(k) if need_k else None
         dscale = torch.zeros((), dtype=q.dtype, device=q.device)
         dbias = torch.zeros_like(dscale)
-        with no_autocast(q.device):
-            for rs, cs in _tiles(q.shape[0], k.shape[0], tile):
-                sim = pairwise_similarity(q[rs], k[cs], similarity)
-                y, exclude = pairing.tile(rs.start, rs.stop, cs.start, cs.stop, sim.dtype)
-                g = torch.sigmoid(sim * scale + bias).sub_(y).mul_(grad[rs, None])
-                if exclude is not None:
-                    g = g.masked_fill(exclude, 0.0)
-                if need_scale:
-                    dscale += torch.dot(g.view(-1), sim.view(-1))
-                if need_bias:
-                    dbias += g.sum()
-                _accumulate_sim_grads(g.mul_(scale), q, k, rs, cs, dq, dk, similarity)
+        for rs, cs in _tiles(q.shape[0], k.shape[0], tile):
+            sim = pairwise_similarity(q[rs], k[cs], similarity)
+            y, exclude = pairing.tile(rs.start, rs.stop, cs.start, cs.stop, sim.dtype)
+            g = torch.sigmoid(sim * scale + bias).sub_(y).mul_(grad[rs, None])
+            if exclude is not None:
+                g = g.masked_fill(exclude, 0.0)
+            if need_scale:
+                dscale += torch.dot(g.view(-1), sim.view(-1))
+            if need_bias:
+                dbias += g.sum()
+            _accumulate_sim_grads(g.mul_(scale), q, k, rs, cs, dq, dk, similarity)
         d_scale = dscale.to(scale.dtype) if need_scale else None
         d_bias = dbias.to(bias.dtype) if need_bias else None
         return dq, dk, d_scale, d_bias, None, None, None
