@@ -75,10 +75,9 @@ class _RngState:
     every GPU the chunk or the encoder's parameters are on (a GPU model fed CPU tensors draws its
     dropout masks on its own GPU) and of the current GPU."""
 
-    def __init__(self, chunk: Batch, encoder: nn.Module) -> None:
+    def __init__(self, chunk: Batch, encoder_devices: set[int]) -> None:
         self.cpu = torch.get_rng_state()
-        tensors = [*_tensors(chunk), *encoder.parameters(), *encoder.buffers()]
-        devices = {_cuda_index(t.device) for t in tensors if t.is_cuda}
+        devices = encoder_devices | {_cuda_index(t.device) for t in _tensors(chunk) if t.is_cuda}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             devices.add(torch.cuda.current_device())
         self.devices = sorted(devices)
@@ -181,8 +180,11 @@ def grad_cache_step(
         for enc, parts in zip(encoders, chunks, strict=True):
             states.append([])
             outs = []
+            # the GPUs the encoder draws on (looked up once, not per chunk)
+            tensors = (*enc.parameters(), *enc.buffers())
+            enc_devices = {_cuda_index(t.device) for t in tensors if t.is_cuda}
             for part in parts:
-                states[-1].append(_RngState(part, enc))
+                states[-1].append(_RngState(part, enc_devices))
                 with _autocast(part, autocast_dtype):
                     outs.append(_call(enc, part))
             embeddings.append(torch.cat(outs))
