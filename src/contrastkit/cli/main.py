@@ -37,6 +37,7 @@ from contrastkit.cli.config import (
     resolve_loss_class,
     validate,
 )
+from contrastkit.engine import fused as fused_engine
 
 
 def _views(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -237,7 +238,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     cfg, resume_dir = resolve_config(args, extra)
     device = _device(cfg.device)
     fused = "fused" in (cfg.engine, cfg.loss.get("engine"))
-    if fused and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    if fused and not fused_engine.runs_on(device):
         raise CLIError(
             f"--engine fused needs a CUDA GPU, and this run is on {device.type}; "
             "use --engine streaming or auto"

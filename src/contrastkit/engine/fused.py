@@ -72,6 +72,12 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
+def runs_on(device: torch.device) -> bool:
+    """Whether the fused kernels can run on ``device``: a CUDA GPU, or any device under Triton's
+    interpreter (``TRITON_INTERPRET=1``, for tests on a CPU)."""
+    return device.type == "cuda" or _interpreting()
+
+
 def _kernels() -> ModuleType:
     """The kernel module, imported on first use (so that ``import contrastkit`` stays light)."""
     return importlib.import_module("contrastkit.engine.fused_kernels")
@@ -89,7 +95,7 @@ def supports(
 
 
 def _unsupported(query: Tensor, pairing: Pairing, similarity: str) -> str | None:
-    if not (query.is_cuda or _interpreting()):
+    if not runs_on(query.device):
         return "a CUDA device (or TRITON_INTERPRET=1 on the CPU)"
     if query.dtype not in DTYPES:
         return f"float16, bfloat16 or float32 inputs, got {query.dtype}"
