@@ -28,7 +28,7 @@ from contrastkit._validation import (
 from contrastkit.engine import select_engine
 from contrastkit.objectives.infonce import VARIANTS, InfoNCESpec, infonce_row_losses
 from contrastkit.pairing import Pairing
-from contrastkit.similarity import SIMILARITIES, compute_dtype
+from contrastkit.similarity import SIMILARITIES, to_common_dtype
 
 __all__ = [
     "info_nce",
@@ -130,19 +130,6 @@ def _sample_id_offset(distributed: bool) -> int:
     from contrastkit.distributed import get_rank
 
     return get_rank() << 40
-
-
-def _common_dtype(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
-    """The tensors in one accumulation dtype when their dtypes differ (float64 with float32 is
-    float64; bfloat16 with float16 or float32 is float32), else unchanged."""
-    present = [t for t in tensors if t is not None]
-    if len({t.dtype for t in present}) <= 1:
-        return tensors
-    dtype = torch.float32
-    for t in present:
-        dtype = torch.promote_types(dtype, t.dtype)
-    dtype = compute_dtype(dtype)
-    return tuple(None if t is None else t.to(dtype) for t in tensors)
 
 
 def _reduce(rows: list[tuple[Tensor, Tensor]], reduction: str, what: str) -> Tensor:
@@ -252,7 +239,7 @@ def info_nce(
         margin = float(margin)
         scale = _scale_from_temperature(temperature)
         per_query, shared = _split_negatives(negatives, query)
-        query, key, per_query, shared = _common_dtype(
+        query, key, per_query, shared = to_common_dtype(
             query, None if same_set else key, per_query, shared
         )
         key = query if same_set else key
@@ -583,7 +570,7 @@ def siglip(
                 raise ValueError("positives (soft targets) for the sigmoid loss must lie in [0, 1]")
         scale = scale.reshape(()) if isinstance(scale, Tensor) else float(scale)
         bias = bias.reshape(()) if isinstance(bias, Tensor) else float(bias)
-        query, key = _common_dtype(query, key)
+        query, key = to_common_dtype(query, key)
     if distributed:  # cross-process pairs: contrastkit.engine.distributed
         from contrastkit.engine import distributed as dist_engine
 

@@ -56,6 +56,19 @@ def autocast_off(method: Callable) -> Callable:
     return wrapper
 
 
+def to_common_dtype(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """The tensors in one accumulation dtype when their dtypes differ (float64 with float32 is
+    float64; bfloat16 with float16 or float32 is float32), else unchanged."""
+    present = [t for t in tensors if t is not None]
+    if len({t.dtype for t in present}) <= 1:
+        return tensors
+    dtype = torch.float32
+    for t in present:
+        dtype = torch.promote_types(dtype, t.dtype)
+    dtype = compute_dtype(dtype)
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
+
+
 def prepare(x: Tensor, similarity: str) -> Tensor:
     """Cast to the accumulation dtype and, for cosine, L2-normalise the last dimension."""
     x = x.to(compute_dtype(x.dtype))

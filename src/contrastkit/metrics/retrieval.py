@@ -43,7 +43,13 @@ from contrastkit._validation import (
     check_same_dim,
     check_tensor,
 )
-from contrastkit.similarity import SIMILARITIES, pairwise_similarity, prepare, rowwise_similarity
+from contrastkit.similarity import (
+    SIMILARITIES,
+    pairwise_similarity,
+    prepare,
+    rowwise_similarity,
+    to_common_dtype,
+)
 
 __all__ = [
     "RelevantRanks",
@@ -290,9 +296,9 @@ def relevant_ranks(
     if not bool(valid.any()):
         raise ValueError("no query has a relevant key: check relevant= / labels= / exclude_self")
     with torch.no_grad():
-        dtype = torch.promote_types(query.dtype, key.dtype)  # e.g. float32 vs float64 towers
-        q = prepare(query.to(dtype), similarity)
-        kk = prepare(key.to(dtype), similarity)
+        query, key = to_common_dtype(query, key)  # e.g. float32 vs float64 towers
+        q = prepare(query, similarity)
+        kk = prepare(key, similarity)
         rel_scores, thr = _relevant_scores(q, kk, idx, valid, similarity)
         irrelevant_ge = torch.zeros(idx.shape, dtype=torch.long, device=q.device)
         for r0 in range(0, num_q, query_chunk_size):

@@ -41,6 +41,7 @@ from contrastkit.similarity import (
     compute_dtype,
     pairwise_similarity,
     prepare,
+    to_common_dtype,
 )
 
 __all__ = [
@@ -483,17 +484,17 @@ def bag_pair_info_nce(
                 "least once, and nothing else"
             )
     q_bags, k_bags = bags
-    dtype = compute_dtype(torch.promote_types(query.dtype, key.dtype))
-    s = pairwise_similarity(
-        prepare(query.to(dtype), similarity), prepare(key.to(dtype), similarity), similarity
-    )
+    query, key = to_common_dtype(query, key)
+    s = pairwise_similarity(prepare(query, similarity), prepare(key, similarity), similarity)
     # best key of every bag for every query: (Q, B)
     best = s.new_full((s.shape[0], num_bags), float("-inf")).scatter_reduce(
         1, k_bags.expand(s.shape[0], -1), s, reduce="amax", include_self=False
     )
     # mean over each bag's queries: (B, B)
-    sums = torch.zeros(num_bags, num_bags, dtype=dtype, device=s.device).index_add(0, q_bags, best)
-    scores = sums / torch.bincount(q_bags, minlength=num_bags).to(dtype)[:, None]
+    sums = torch.zeros(num_bags, num_bags, dtype=s.dtype, device=s.device).index_add(
+        0, q_bags, best
+    )
+    scores = sums / torch.bincount(q_bags, minlength=num_bags).to(s.dtype)[:, None]
     logits = scores * scale
     target = torch.arange(num_bags, device=s.device)
     loss = torch.nn.functional.cross_entropy(logits, target)

@@ -49,7 +49,7 @@ from contrastkit._validation import (
 from contrastkit.functional import build_pairing
 from contrastkit.objectives.infonce import masked_fill_value
 from contrastkit.pairing import Pairing
-from contrastkit.similarity import SIMILARITIES, pairwise_similarity, prepare
+from contrastkit.similarity import SIMILARITIES, pairwise_similarity, prepare, to_common_dtype
 
 __all__ = [
     "topk_negatives",
@@ -86,8 +86,8 @@ def _embeddings(
     key = query if same_set else check_embeddings(names[1], key)
     check_same_dim(names, (query, key))
     check_choice("similarity", similarity, SIMILARITIES)
-    dtype = torch.promote_types(query.dtype, key.dtype)  # e.g. float32 queries, float64 bank
-    return query.to(dtype), key.to(dtype), same_set
+    query, key = to_common_dtype(query, key)  # e.g. float32 queries, float64 bank
+    return query, key, same_set
 
 
 def _pairing(
